@@ -1,0 +1,49 @@
+# The course's two commands: `make book` and `make test` (see README.md).
+# Both create .venv if it is missing, install the package with its extras, make sure
+# Fashion-MNIST is available, and are quick when nothing changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bncourse-installed
+JB_FLAGS := -W --keep-going
+
+.PHONY: setup data book test test-fast bench clean
+
+setup: $(STAMP) data
+
+# Reinstall only when the dependencies change; the package itself is installed editable.
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  $(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version' && \
+	  { $(PYTHON) -m venv $(VENV) || { \
+	    rm -rf $(VENV); \
+	    echo "python3 -m venv failed; installing Debian's python3-venv"; \
+	    [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get install -y -q python3-venv || { apt-get update -q && apt-get install -y -q python3-venv; }; } && \
+	    $(PYTHON) -m venv $(VENV); }; }; \
+	fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# Fashion-MNIST: BNCOURSE_DATA_DIR, else Debian's dataset-fashion-mnist (installed here when
+# running as root with apt-get), else the Keras cache or its download.
+data: $(STAMP)
+	@$(PY) -m bncourse.data ensure fashion_mnist
+
+book: setup
+	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
+
+test: setup
+	$(PY) -m pytest
+
+# Everything but the tests marked slow: for a quick check while working.
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+bench: setup
+	$(PY) -m bncourse.bench
+
+clean:
+	rm -rf _build .pytest_cache
