@@ -401,7 +401,7 @@ def fetch(url: str, dest, sha256: str, *, timeout: float = 30.0) -> Path:
     return dest
 
 
-def download_kmnist(directory, *, base_url: str = KMNIST_URL, checksums=None) -> Path:
+def download_kmnist(directory, *, base_url: str | None = None, checksums=None) -> Path:
     """Download the four KMNIST IDX files into ``directory`` and check their SHA-256.
 
     Files already there with the right checksum are kept.
@@ -409,13 +409,14 @@ def download_kmnist(directory, *, base_url: str = KMNIST_URL, checksums=None) ->
     Args:
         directory: where to put them (``$KERAS_HOME/datasets/kmnist`` by default in
             :func:`load_dataset`).
-        base_url: URL of the folder that holds the files.
+        base_url: URL of the folder that holds the files; defaults to ``KMNIST_URL``.
         checksums: mapping of file name to hex SHA-256; defaults to the published sums.
 
     Returns:
         ``directory`` as a Path.
     """
     directory = Path(directory)
+    base_url = KMNIST_URL if base_url is None else base_url
     checksums = KMNIST_SHA256 if checksums is None else checksums
     for fname in (f"{stem}.gz" for stem in IDX_FILES):
         dest = directory / fname

@@ -1,0 +1,31 @@
+"""The benchmark runs and prints every row with its ratio; it asserts no time."""
+
+import re
+
+from bncourse import bench
+
+
+def test_bench_prints_every_operation_with_its_ratio(capsys):
+    assert bench.main(["--rows", "64", "--features", "8", "--repeat", "3"]) == 0
+    out = capsys.readouterr().out
+    for name in [
+        "copy of x (bandwidth floor)",
+        "numpy_bn forward (training)",
+        "numpy_bn backward, staged",
+        "numpy_bn backward, closed form",
+        "keras BatchNormalization forward (training, ",
+    ]:
+        assert name in out
+    # The copy is the unit: its own ratio is exactly 1.00.
+    assert re.search(r"copy of x \(bandwidth floor\)\s+[\d.]+\s+1\.00\n", out)
+    assert re.search(r"closed-form backward is [\d.]+x as fast as the staged one", out)
+    assert re.search(r"our forward takes [\d.]+x the time of Keras's layer", out)
+
+
+def test_bench_rejects_bad_sizes(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--rows", "1"])
+    assert exit_info.value.code == 2
+    assert "--rows must be >= 2" in capsys.readouterr().err
