@@ -35,12 +35,16 @@ data: $(STAMP)
 book: setup
 	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
 
+# The whole suite under Keras's TensorFlow backend, then the Keras-layer, model and folding
+# tests (marked keras_backend) again under JAX.
 test: setup
 	$(PY) -m pytest
+	KERAS_BACKEND=jax $(PY) -m pytest -m keras_backend
 
 # Everything but the tests marked slow: for a quick check while working.
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+	KERAS_BACKEND=jax $(PY) -m pytest -m "keras_backend and not slow"
 
 bench: setup
 	$(PY) -m bncourse.bench

@@ -12,3 +12,9 @@ import pytest  # noqa: E402
 def rng():
     """A seeded generator: every test that draws numbers is repeatable."""
     return np.random.default_rng(20260)
+
+
+def pytest_report_header(config):
+    """Say which Keras backend this run uses: `make test` runs the Keras tests under two."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow (default)")
+    return f"KERAS_BACKEND: {backend}"
