@@ -1,10 +1,17 @@
-"""Speed of the NumPy reference: ``python -m bncourse.bench``.
+"""Benchmarks that print ratios: ``python -m bncourse.bench [numpy|fold]``.
 
-Prints, for ``x`` of shape (4096, 1024) float32 by default, the median time of our
+``numpy`` (the default): for ``x`` of shape (4096, 1024) float32, the median time of our
 training-mode forward, our staged and closed-form backward, Keras's BatchNormalization
 layer forward in training mode, and a plain copy of ``x``; each also as a ratio to the
-copy, which is the floor set by memory bandwidth. Nothing here asserts a time: the numbers
-are for reading, side by side, from one run on one machine.
+copy, which is the floor set by memory bandwidth.
+
+``fold``: the median time to predict the 10,000 Fashion-MNIST test images with a model with
+BN, the same model folded by :func:`bncourse.fold.fold_batchnorm`, and the same
+architecture without BN, for the MLP and the CNN with BN before and after the activation;
+each as a ratio to the model without BN.
+
+Nothing here asserts a time: the numbers are for reading, side by side, from one run on one
+machine.
 """
 
 from __future__ import annotations
@@ -24,17 +31,20 @@ from bncourse import numpy_bn
 def median_seconds(fns, *, repeat: int) -> list[float]:
     """Median time of one call of each function, timed in interleaved rounds.
 
-    Each round calls every function once, so a slow spell of a shared machine falls on all
-    of them alike instead of on whichever happened to run then.
+    Each round calls every function once, in an order rotated from round to round, so a
+    slow spell of a shared machine falls on all of them alike instead of on whichever
+    happened to run then.
     """
     for fn in fns:
         fn()  # warm up: first-call costs (allocation, tracing) are not what we measure
     times = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, record in zip(fns, times):
+    for round_ in range(repeat):
+        # Rotate the order, so that no function always runs right after the same other one.
+        for k in range(len(fns)):
+            i = (round_ + k) % len(fns)
             start = time.perf_counter()
-            fn()
-            record.append(time.perf_counter() - start)
+            fns[i]()
+            times[i].append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
 
 
@@ -97,17 +107,87 @@ def format_table(rows, shape) -> str:
     return "\n".join(lines)
 
 
+def _predictor(model, inputs, batch_size: int = 1000):
+    """A function predicting all inputs batch by batch, without ``predict``'s data pipeline."""
+
+    def predict_all():
+        for start in range(0, len(inputs), batch_size):
+            model.predict_on_batch(inputs[start : start + batch_size])
+
+    return predict_all
+
+
+def run_fold(repeat: int = 15, architectures=("mlp", "cnn"), n_images=None, seed: int = 0):
+    """Time inference of BN, folded and no-BN models; returns rows (arch, bn, times)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from bncourse import data, fold, models
+
+    (_, _), (x_test, _) = data.load_dataset("fashion_mnist")
+    if n_images is not None:
+        x_test = x_test[:n_images]
+    x = data.scale_images(x_test)
+    rng = np.random.default_rng(seed)
+    builders = {"mlp": models.build_mlp, "cnn": models.build_cnn}
+    rows = []
+    for arch in architectures:
+        inputs = x if arch == "mlp" else data.add_channel_axis(x)
+        for bn in ("before", "after"):
+            keras.utils.set_random_seed(seed)
+            with_bn = builders[arch](bn)
+            for layer in with_bn.layers:  # statistics away from their initial values
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    c = layer.moving_mean.shape[0]
+                    layer.moving_mean.assign(rng.normal(0, 0.5, c).astype("float32"))
+                    layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
+            folded = fold.fold_batchnorm(with_bn)
+            without = builders[arch](None)
+            fns = [_predictor(m, inputs) for m in (with_bn, folded, without)]
+            rows.append((arch, bn, median_seconds(fns, repeat=repeat)))
+    return rows, len(x)
+
+
+def format_fold_table(rows, n_images) -> str:
+    """The fold benchmark as a table, with each time's ratio to the model without BN."""
+    lines = [
+        f"predict {n_images} Fashion-MNIST test images, batch 1000; median of interleaved "
+        f"rounds; {os.cpu_count()} CPUs",
+        f"{'model':<12} {'with BN ms':>11} {'folded ms':>10} {'no BN ms':>9} "
+        f"{'BN/noBN':>8} {'folded/noBN':>12}",
+    ]
+    for arch, bn, (t_bn, t_folded, t_none) in rows:
+        lines.append(
+            f"{arch + ' ' + bn:<12} {t_bn * 1e3:>11.1f} {t_folded * 1e3:>10.1f} "
+            f"{t_none * 1e3:>9.1f} {t_bn / t_none:>8.3f} {t_folded / t_none:>12.3f}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bncourse.bench", description=__doc__)
-    parser.add_argument("--rows", type=int, default=4096, help="N, the batch size (4096)")
-    parser.add_argument("--features", type=int, default=1024, help="D, the features (1024)")
-    parser.add_argument("--repeat", type=int, default=31, help="timed rounds (31)")
-    parser.add_argument("--no-keras", action="store_true", help="skip the Keras layer")
+    parser = argparse.ArgumentParser(prog="python -m bncourse.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="?", choices=("numpy", "fold"), default="numpy",
+                        help="which benchmark (numpy)")
+    parser.add_argument("--rows", type=int, default=4096, help="numpy: N, the batch size (4096)")
+    parser.add_argument("--features", type=int, default=1024,
+                        help="numpy: D, the features (1024)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed rounds (numpy: 31, fold: 15)")
+    parser.add_argument("--no-keras", action="store_true", help="numpy: skip the Keras layer")
+    parser.add_argument("--images", type=int, default=None,
+                        help="fold: predict only the first N test images (all 10,000)")
     args = parser.parse_args(argv)
-    if args.rows < 2 or args.features < 1 or args.repeat < 1:
+    if args.rows < 2 or args.features < 1 or (args.repeat is not None and args.repeat < 1):
         parser.error("--rows must be >= 2, --features and --repeat >= 1")
+    if args.images is not None and args.images < 1:
+        parser.error("--images must be >= 1")
+    if args.which == "fold":
+        rows, n = run_fold(repeat=args.repeat or 15, n_images=args.images)
+        print(format_fold_table(rows, n))
+        return 0
     shape = (args.rows, args.features)
-    rows = run(shape, repeat=args.repeat, keras_layer=not args.no_keras)
+    rows = run(shape, repeat=args.repeat or 31, keras_layer=not args.no_keras)
     print(format_table(rows, shape))
     return 0
 

@@ -29,3 +29,11 @@ def test_bench_rejects_bad_sizes(capsys):
         bench.main(["--rows", "1"])
     assert exit_info.value.code == 2
     assert "--rows must be >= 2" in capsys.readouterr().err
+
+
+def test_fold_bench_prints_both_placements_of_both_models(capsys):
+    assert bench.main(["fold", "--images", "200", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "predict 200 Fashion-MNIST test images" in out
+    for model in ("mlp before", "mlp after", "cnn before", "cnn after"):
+        assert re.search(model + r"\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\n?", out), model
