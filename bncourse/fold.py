@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from bncourse._checks import check_integer, check_positive_integer
 from bncourse.keras_bn import BatchNorm
 
 __all__ = ["ChannelAffine", "FoldReport", "bn_affine", "fold_batchnorm"]
@@ -47,12 +48,8 @@ class ChannelAffine(keras.layers.Layer):
 
     def __init__(self, units, axis=-1, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(f"units must be a positive integer, got {units!r}")
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TypeError(f"axis must be an integer, got {axis!r}")
-        self.units = units
-        self.axis = axis
+        self.units = check_positive_integer(units, "units")
+        self.axis = check_integer(axis, "axis")
 
     def build(self, input_shape):
         if input_shape[self.axis] != self.units:

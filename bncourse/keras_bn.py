@@ -8,11 +8,10 @@ backend (TensorFlow, JAX, PyTorch).
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import keras
 from keras import ops
+
+from bncourse._checks import check_epsilon, check_integer, check_momentum
 
 __all__ = ["BatchNorm"]
 
@@ -82,23 +81,9 @@ class BatchNorm(keras.layers.Layer):
                     "keras.layers.BatchNormalization for them"
                 )
         super().__init__(**kwargs)
-        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-            raise TypeError(f"axis must be an integer, got {axis!r} of type {type(axis).__name__}")
-        if (
-            isinstance(momentum, bool)
-            or not isinstance(momentum, numbers.Real)
-            or not 0.0 <= momentum <= 1.0
-        ):
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
-        if (
-            isinstance(epsilon, bool)
-            or not isinstance(epsilon, numbers.Real)
-            or not (epsilon > 0 and math.isfinite(epsilon))
-        ):
-            raise ValueError(f"epsilon must be a finite number > 0, got {epsilon!r}")
-        self.axis = int(axis)
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
+        self.axis = check_integer(axis, "axis")
+        self.momentum = check_momentum(momentum)
+        self.epsilon = check_epsilon(epsilon)
         self.center = bool(center)
         self.scale = bool(scale)
         self.beta_initializer = keras.initializers.get(beta_initializer)

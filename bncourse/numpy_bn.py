@@ -25,10 +25,16 @@ Every forward returns ``(out, cache)``; the matching backward takes the upstream
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Callable, NamedTuple
 
 import numpy as np
+
+from bncourse._checks import (
+    check_epsilon,
+    check_integer,
+    check_momentum,
+    check_positive_integer,
+)
 
 __all__ = [
     "BatchNorm",
@@ -68,14 +74,13 @@ def _check_x(x, *, name: str = "x", min_ndim: int = 2) -> np.ndarray:
 
 def _check_axis(axis, ndim: int, *, batch_axis_allowed: bool = False) -> int:
     """Return ``axis`` as a non-negative index into an array of rank ``ndim``."""
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"axis must be an integer, got {axis!r} of type {type(axis).__name__}")
+    axis = check_integer(axis, "axis")
     if not -ndim <= axis < ndim:
         raise ValueError(
             f"axis={axis} is out of range for an input of rank {ndim}; "
             f"expected an integer in [{-ndim}, {ndim - 1}]"
         )
-    axis = int(axis) % ndim
+    axis %= ndim
     if axis == 0 and not batch_axis_allowed:
         raise ValueError(
             "axis=0 is the batch axis; the feature axis must be another one "
@@ -161,12 +166,6 @@ def _normalize_backward(dxhat: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray
     return inv_std * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
 
 
-def _check_epsilon(epsilon) -> float:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not epsilon > 0:
-        raise ValueError(f"epsilon must be a number > 0, got {epsilon!r}")
-    return float(epsilon)
-
-
 def _check_dout(dout, cache: _NormCache) -> np.ndarray:
     dout = np.asarray(dout)
     if dout.shape != cache.shape:
@@ -192,7 +191,7 @@ def _bn_setup(x, gamma, beta, epsilon, axis):
     num_features = x.shape[axis]
     gamma = _check_param(gamma, "gamma", num_features)
     beta = _check_param(beta, "beta", num_features)
-    epsilon = _check_epsilon(epsilon)
+    epsilon = check_epsilon(epsilon)
     reduce_axes = tuple(i for i in range(x.ndim) if i != axis)
     shape = _broadcast_shape(x.ndim, axis, num_features)
     dtype = _compute_dtype(x)
@@ -410,24 +409,10 @@ class BatchNorm:
         scale=True,
         dtype=np.float32,
     ):
-        if (
-            isinstance(num_features, bool)
-            or not isinstance(num_features, numbers.Integral)
-            or num_features < 1
-        ):
-            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
-        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-            raise TypeError(f"axis must be an integer, got {axis!r}")
-        if (
-            isinstance(momentum, bool)
-            or not isinstance(momentum, numbers.Real)
-            or not 0.0 <= momentum <= 1.0
-        ):
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
-        self.num_features = int(num_features)
-        self.axis = int(axis)
-        self.momentum = float(momentum)
-        self.epsilon = _check_epsilon(epsilon)
+        self.num_features = check_positive_integer(num_features, "num_features")
+        self.axis = check_integer(axis, "axis")
+        self.momentum = check_momentum(momentum)
+        self.epsilon = check_epsilon(epsilon)
         self.center = bool(center)
         self.scale = bool(scale)
         self.dtype = np.dtype(dtype)
@@ -489,7 +474,7 @@ def _per_sample_forward(x, gamma, beta, epsilon, groups, min_ndim):
     num_channels = x.shape[-1]
     gamma = _check_param(gamma, "gamma", num_channels)
     beta = _check_param(beta, "beta", num_channels)
-    epsilon = _check_epsilon(epsilon)
+    epsilon = check_epsilon(epsilon)
     if num_channels % groups:
         raise ValueError(
             f"groups={groups} must divide the number of channels, x.shape[-1]={num_channels}"
@@ -565,9 +550,8 @@ def groupnorm_forward(x, gamma, beta, groups, epsilon=1e-3):
     Returns:
         ``(out, cache)``.
     """
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
-    return _per_sample_forward(x, gamma, beta, epsilon, groups=int(groups), min_ndim=2)
+    groups = check_positive_integer(groups, "groups")
+    return _per_sample_forward(x, gamma, beta, epsilon, groups=groups, min_ndim=2)
 
 
 def groupnorm_backward(dout, cache):

@@ -304,7 +304,7 @@ B3 = np.zeros(3)
         (lambda: nb.batchnorm_forward(np.ones((1, 3)), G3, B3), ValueError,
          "more than one value per feature"),
         (lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, B3, epsilon=0), ValueError,
-         "epsilon must be a number > 0"),
+         "epsilon must be a finite number > 0"),
         (lambda: nb.batchnorm_inference(np.ones((4, 3)), G3, B3, np.zeros(2), np.ones(3)),
          ValueError, r"moving_mean must have shape \(3,\)"),
         (lambda: nb.batchnorm_inference(np.ones((4, 3)), G3, B3, np.zeros(3), -np.ones(3)),
