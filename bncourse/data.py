@@ -53,6 +53,7 @@ __all__ = [
     "locate_dataset",
     "read_idx",
     "scale_images",
+    "describe_split",
     "split_validation",
 ]
 
@@ -486,6 +487,20 @@ def split_validation(x, y, validation, *, method: str = "tail", seed: int = 0):
     return (x[mask], y[mask]), (x[val_idx], y[val_idx]), val_idx
 
 
+def describe_split(name, n_train, val_idx, method, keep_in_train, n_test, *, seed=0) -> str:
+    """One sentence stating a validation split, for results and captions."""
+    where = {"tail": "last", "head": "first", "random": f"random (seed {seed})"}[method]
+    n_val = len(val_idx)
+    if keep_in_train:
+        training = f"training on all {n_train} (the validation images are also training images)"
+    else:
+        training = f"training on the other {n_train - n_val}"
+    return (
+        f"{name}: validation = the {where} {n_val} of the {n_train} training images; "
+        f"{training}; test = the {n_test} test images"
+    )
+
+
 @dataclass
 class Splits:
     """Preprocessed train, validation and test sets, with a sentence stating the split."""
@@ -531,17 +546,8 @@ def load_splits(
     )
     if keep_in_train:
         x_tr, y_tr = x_train, y_train
-    where = {"tail": "last", "head": "first", "random": f"random (seed {seed})"}[method]
-    description = (
-        f"{name}: validation = the {where} {len(val_idx)} of the {len(x_train)} training "
-        f"images; "
-        + (
-            f"training on all {len(x_train)} (the validation images are also training "
-            "images)"
-            if keep_in_train
-            else f"training on the other {len(x_tr)}"
-        )
-        + f"; test = the {len(x_test)} test images"
+    description = describe_split(
+        name, len(x_train), val_idx, method, keep_in_train, len(x_test), seed=seed
     )
 
     def prep(x):

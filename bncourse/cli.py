@@ -1,0 +1,361 @@
+"""The ``bncourse`` command: compare BN variants, reproduce the course's experiments, report.
+
+    bncourse compare --model cnn --bn none,after --seeds 0,1,2 --profile quick
+    bncourse reproduce --profile full            # every registered experiment, resumable
+    bncourse report results/                     # tables and figures from saved results
+
+Every finished run is saved at once under a name derived from its configuration's hash; a
+run whose result exists is skipped unless ``--rerun`` is given, so a long reproduction can
+be stopped and resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+import time
+from pathlib import Path
+
+from bncourse import data
+from bncourse.experiments import DEFAULT_PROTOCOL, PROFILES, PROTOCOLS, VARIANTS, run_config
+
+__all__ = ["main"]
+
+
+class CommandError(Exception):
+    """A problem with the user's request, reported in one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, no usage dump, no traceback.
+        raise CommandError(f"{self.prog}: {message}")
+
+
+# --------------------------------------------------------------------------- option types
+
+
+def _int_list(text: str):
+    items = [t.strip() for t in text.split(",")]
+    try:
+        values = [int(t) for t in items]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of integers such as 0,1,2, got {text!r}"
+        ) from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"seeds must not repeat, got {text!r}")
+    return values
+
+
+def _variant_list(text: str):
+    values = [t.strip() for t in text.split(",")]
+    bad = [v for v in values if v not in VARIANTS]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(VARIANTS)}, got {text!r}"
+        )
+    return list(dict.fromkeys(values))
+
+
+def _positive_int(text: str):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _writable_dir(path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".bncourse-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise CommandError(f"cannot write to the output directory {str(path)!r}: "
+                           f"{e.strerror or e}") from None
+    return path
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def _duration(seconds) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+class Progress:
+    """A progress line: the current run, its epoch, elapsed time and an ETA.
+
+    On a terminal the line is redrawn in place; elsewhere (logs, CI) a line is printed per
+    epoch.
+    """
+
+    def __init__(self, runs, stream=None):
+        self.runs = runs  # list of (label, epochs) still to train
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = time.monotonic()
+        self.epoch_seconds = []
+        self.index = -1
+
+    def begin(self, index):
+        self.index = index
+
+    def epoch(self, epoch, logs, seconds):
+        self.epoch_seconds.append(seconds)
+        label, epochs = self.runs[self.index]
+        remaining = epochs - (epoch + 1) + sum(e for _, e in self.runs[self.index + 1:])
+        mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
+        acc = logs.get("val_accuracy")
+        line = (f"[run {self.index + 1}/{len(self.runs)}] {label} | epoch {epoch + 1}/{epochs}"
+                + (f" | val acc {acc:.4f}" if acc is not None else "")
+                + f" | elapsed {_duration(time.monotonic() - self.start)}"
+                + f" | ETA {_duration(remaining * mean)}")
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line)
+            if remaining == 0:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def note(self, message):
+        if self.tty:
+            self.stream.write("\r\x1b[2K")
+        self.stream.write(message + "\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_configs(configs, out_dir, *, rerun=False, command=None, stream=None):
+    """Train every configuration that has no saved result yet; return all their records."""
+    from bncourse.experiments import prepare_data, train_run
+    from bncourse.results import check_result, make_record, result_path, save_record
+
+    stream = stream or sys.stderr
+    records, todo = [], []
+    for config in configs:
+        path = result_path(out_dir, config)
+        if path.exists() and not rerun:
+            check = check_result(path)
+            if check.ok:
+                records.append(check.record)
+                continue
+            stream.write(f"{path}: {'; '.join(check.problems)}; running it again\n")
+        todo.append(config)
+    if len(records):
+        stream.write(f"{len(records)} run(s) already saved in {out_dir}, skipped "
+                     "(use --rerun to run them again)\n")
+    progress = Progress(
+        [(f"{c['experiment']} bn={c['bn']} seed={c['seed']}", c["epochs"]) for c in todo],
+        stream,
+    )
+    arrays_cache = {}
+    for i, config in enumerate(todo):
+        progress.begin(i)
+        key = (config["dataset"], config["model"], str(config["subset"]),
+               str(config["validation"]))
+        if key not in arrays_cache:
+            arrays_cache.clear()  # keep one dataset in memory at a time
+            arrays_cache[key] = prepare_data(config)
+        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        outcome = train_run(config, on_epoch=progress.epoch, arrays=arrays_cache[key])
+        record = make_record(config, outcome, command=command, started=started)
+        path = save_record(record, out_dir)
+        progress.note(f"saved {path} (test accuracy {record['test']['accuracy']:.4f})")
+        records.append(record)
+    return records
+
+
+def _dataset_available(name) -> str | None:
+    """None if the dataset can be loaded here, else why not (one line)."""
+    try:
+        data.load_dataset(name)
+    except data.DatasetNotFoundError as e:
+        return str(e).split(". To get it")[0]
+    return None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_compare(args, out=None):
+    out = out or sys.stdout
+    from bncourse.results import format_table, summarize
+
+    protocol = PROTOCOLS[DEFAULT_PROTOCOL[args.model]]
+    variants = args.bn or list(protocol.variants)
+    dataset = args.dataset or protocol.dataset
+    out_dir = _writable_dir(args.out)
+    # Seed by seed, so that a stopped run leaves complete comparisons behind.
+    configs = [
+        run_config(protocol, bn, seed, args.profile, epochs=args.epochs, dataset=dataset)
+        for seed in args.seeds for bn in variants
+    ]
+    out.write(f"{protocol.title}\nprofile {args.profile}: {len(configs)} run(s), "
+              f"{configs[0]['epochs']} epochs each, results in {out_dir}\n")
+    if protocol.validation.get("keep_in_train"):
+        out.write("note: as in the tutorial, the validation images are also training images, "
+                  "so validation accuracy is not measured on unseen data\n")
+    out.flush()
+    records = run_configs(configs, out_dir, rerun=args.rerun, command=["bncourse", *args.argv])
+    out.write(format_table(summarize(records)) + "\n")
+    return 0
+
+
+def cmd_reproduce(args, out=None):
+    out = out or sys.stdout
+    from bncourse.results import format_table, summarize
+
+    names = args.only or list(PROTOCOLS)
+    out_dir = _writable_dir(args.out or ("results" if args.profile == "full" else "runs/quick"))
+    all_records = []
+    for name in names:
+        protocol = PROTOCOLS[name]
+        missing = _dataset_available(protocol.dataset)
+        if missing:
+            out.write(f"skipped {name}: {missing}\n")
+            continue
+        configs = [run_config(protocol, bn, seed, args.profile)
+                   for seed in protocol.seeds for bn in protocol.variants]
+        out.write(f"{name}: {protocol.title}, {len(configs)} run(s)\n")
+        out.flush()
+        all_records += run_configs(configs, out_dir, rerun=args.rerun,
+                                   command=["bncourse", *args.argv])
+    out.write(format_table(summarize(all_records)) + "\n")
+    return 0
+
+
+def cmd_report(args, out=None):
+    out = out or sys.stdout
+    from bncourse.plotting import save_report_figures
+    from bncourse.results import format_table, load_results, summarize
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise CommandError(f"{str(directory)!r} is not a directory of results")
+    records, bad = load_results(directory)
+    out.write(format_table(summarize(records)) + "\n")
+    for check in bad:
+        out.write(f"problem: {check.path}: {'; '.join(check.problems)}\n")
+    if records and not args.no_figures:
+        figures = _writable_dir(args.figures or directory / "figures")
+        paths = save_report_figures(records, figures)
+        out.write(f"wrote {len(paths)} figure files to {figures}\n")
+    return 1 if bad else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bncourse",
+        description="Train and compare networks with and without Batch Normalization, "
+        "reproduce the course's experiments, and report saved results.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    compare = sub.add_parser(
+        "compare", help="train BN variants of one model over several seeds and compare them",
+        description="Train each BN variant of a model for each seed (the model's tutorial "
+        "protocol: mlp follows T1, cnn T3/T4, small T2), save every run, and print a table: "
+        "test accuracy mean ± std over seeds, best validation accuracy, epochs to reach 90%% "
+        "of the final validation accuracy, median seconds per epoch and its ratio to no BN.",
+    )
+    compare.add_argument("--model", choices=sorted(DEFAULT_PROTOCOL), default="mlp",
+                         help="the architecture (default mlp)")
+    compare.add_argument("--dataset", choices=data.DATASETS, default=None,
+                         help="the dataset (default: the protocol's, fashion_mnist)")
+    compare.add_argument("--bn", type=_variant_list, default=None,
+                         help="comma-separated BN placements among none,before,after "
+                         "(default: all three)")
+    compare.add_argument("--seeds", type=_int_list, default=[0, 1, 2],
+                         help="comma-separated seeds, one run per seed and variant (default 0,1,2)")
+    compare.add_argument("--epochs", type=_positive_int, default=None,
+                         help="number of epochs (default: the profile's)")
+    compare.add_argument("--profile", choices=PROFILES, default="quick",
+                         help="quick: a stated subset and few epochs, about a minute; full: the "
+                         "tutorial's protocol as written (default quick)")
+    compare.add_argument("--out", default="runs",
+                         help="directory for the results (default runs/)")
+    compare.add_argument("--rerun", action="store_true",
+                         help="run again even where a result is saved")
+    compare.set_defaults(func=cmd_compare)
+
+    reproduce = sub.add_parser(
+        "reproduce", help="run every registered experiment of the course",
+        description="Run every registered experiment (or those named by --only) and save the "
+        "results; experiments whose dataset is not available here are skipped with a note. "
+        "Finished runs are skipped, so it can be stopped and resumed.",
+    )
+    reproduce.add_argument("--profile", choices=PROFILES, default="full",
+                           help="full (default) or quick")
+    reproduce.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",")],
+                           default=None, help="comma-separated experiment names: "
+                           + ", ".join(PROTOCOLS))
+    reproduce.add_argument("--out", default=None,
+                           help="directory for the results (default results/ for full, "
+                           "runs/quick/ for quick)")
+    reproduce.add_argument("--rerun", action="store_true",
+                           help="run again even where a result is saved")
+    reproduce.set_defaults(func=cmd_reproduce)
+
+    report = sub.add_parser(
+        "report", help="print tables and write figures from saved results, without training",
+        description="Read every result under DIRECTORY, print the comparison tables, write the "
+        "figures (PNG and SVG), and list files that are stale, edited by hand or unreadable "
+        "(exit status 1 if there are any).",
+    )
+    report.add_argument("directory", nargs="?", default="results",
+                        help="directory of results (default results/)")
+    report.add_argument("--figures", default=None,
+                        help="where to write the figures (default DIRECTORY/figures)")
+    report.add_argument("--no-figures", action="store_true", help="only print the tables")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = None
+    try:
+        args = parser.parse_args(argv)
+        args.argv = argv
+        if getattr(args, "only", None):
+            unknown = [n for n in args.only if n not in PROTOCOLS]
+            if unknown:
+                raise CommandError(f"bncourse reproduce: unknown experiment(s) {', '.join(unknown)}; "
+                                   f"known: {', '.join(PROTOCOLS)}")
+        return args.func(args)
+    except CommandError as e:
+        message = str(e)
+        if not message.startswith("bncourse"):
+            message = f"bncourse {args.command}: {message}"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except (data.DatasetNotFoundError, data.DatasetCorruptError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs are saved; run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
