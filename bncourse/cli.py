@@ -261,6 +261,13 @@ def cmd_report(args, out=None):
     return 1 if bad else 0
 
 
+def _add_output_options(parser, default, default_text):
+    parser.add_argument("--out", default=default,
+                        help=f"directory for the results (default {default_text})")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run again even where a result is saved")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bncourse",
@@ -290,10 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--profile", choices=PROFILES, default="quick",
                          help="quick: a stated subset and few epochs, about a minute; full: the "
                          "tutorial's protocol as written (default quick)")
-    compare.add_argument("--out", default="runs",
-                         help="directory for the results (default runs/)")
-    compare.add_argument("--rerun", action="store_true",
-                         help="run again even where a result is saved")
+    _add_output_options(compare, "runs", "runs/")
     compare.set_defaults(func=cmd_compare)
 
     reproduce = sub.add_parser(
@@ -307,11 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",")],
                            default=None, help="comma-separated experiment names: "
                            + ", ".join(PROTOCOLS))
-    reproduce.add_argument("--out", default=None,
-                           help="directory for the results (default results/ for full, "
-                           "runs/quick/ for quick)")
-    reproduce.add_argument("--rerun", action="store_true",
-                           help="run again even where a result is saved")
+    _add_output_options(reproduce, None, "results/ for full, runs/quick/ for quick")
     reproduce.set_defaults(func=cmd_reproduce)
 
     report = sub.add_parser(

@@ -84,6 +84,27 @@ class Protocol:
 
 
 _T1_DECAY = 1e-6
+
+
+def _cnn_protocol(name, data_title, source, dataset, variants, note=None):
+    """The T3/T4 protocol: the tutorials' CNN, Adam defaults, batch 250, 25 epochs, and
+    ``validation_split=0.2`` (the last 20% of the training images)."""
+    return Protocol(
+        name=name,
+        title=f"CNN on {data_title}, Adam, batch 250 ({note or source})",
+        source=source,
+        model="cnn",
+        dataset=dataset,
+        variants=variants,
+        seeds=(0, 1, 2),
+        optimizer={"class": "Adam"},
+        batch_size=250,
+        epochs=25,
+        validation={"validation": 0.2, "method": "tail", "keep_in_train": False},
+        quick={"train": 10000, "test": 2000, "epochs": 2, "batch_size": 20},
+    )
+
+
 PROTOCOLS = {
     p.name: p
     for p in [
@@ -120,48 +141,11 @@ PROTOCOLS = {
             validation={"validation": 5000, "method": "head", "keep_in_train": True},
             quick={"train": 6000, "test": 2000, "epochs": 3},
         ),
-        Protocol(
-            name="t4-cnn",
-            title="CNN on Fashion-MNIST, Adam, batch 250 (T3/T4)",
-            source="T3/T4",
-            model="cnn",
-            dataset="fashion_mnist",
-            variants=VARIANTS,
-            seeds=(0, 1, 2),
-            optimizer={"class": "Adam"},
-            batch_size=250,
-            epochs=25,
-            validation={"validation": 0.2, "method": "tail", "keep_in_train": False},
-            quick={"train": 10000, "test": 2000, "epochs": 2, "batch_size": 20},
-        ),
-        Protocol(
-            name="t4-cnn-mnist",
-            title="CNN on MNIST, Adam, batch 250 (T4's own dataset)",
-            source="T4",
-            model="cnn",
-            dataset="mnist",
-            variants=("none", "after"),
-            seeds=(0, 1, 2),
-            optimizer={"class": "Adam"},
-            batch_size=250,
-            epochs=25,
-            validation={"validation": 0.2, "method": "tail", "keep_in_train": False},
-            quick={"train": 10000, "test": 2000, "epochs": 2, "batch_size": 20},
-        ),
-        Protocol(
-            name="t3-cnn-kmnist",
-            title="CNN on KMNIST, Adam, batch 250 (T3's dataset)",
-            source="T3",
-            model="cnn",
-            dataset="kmnist",
-            variants=("none", "after"),
-            seeds=(0, 1, 2),
-            optimizer={"class": "Adam"},
-            batch_size=250,
-            epochs=25,
-            validation={"validation": 0.2, "method": "tail", "keep_in_train": False},
-            quick={"train": 10000, "test": 2000, "epochs": 2, "batch_size": 20},
-        ),
+        _cnn_protocol("t4-cnn", "Fashion-MNIST", "T3/T4", "fashion_mnist", VARIANTS),
+        _cnn_protocol("t4-cnn-mnist", "MNIST", "T4", "mnist", ("none", "after"),
+                      note="T4's own dataset"),
+        _cnn_protocol("t3-cnn-kmnist", "KMNIST", "T3", "kmnist", ("none", "after"),
+                      note="T3's dataset"),
         Protocol(
             name="small",
             title="Dense 32 on 8x8 images (64 inputs), Adam (T2's toy model)",
