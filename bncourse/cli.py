@@ -163,22 +163,30 @@ def run_configs(configs, out_dir, *, rerun=False, command=None, stream=None):
         stream.write(f"{len(records)} run(s) already saved in {out_dir}, skipped "
                      "(use --rerun to run them again)\n")
     progress = Progress(
-        [(f"{c['experiment']} bn={c['bn']} seed={c['seed']}", c["epochs"]) for c in todo],
+        [(f"{c['experiment']} {'bn=' + c['bn'] if 'bn' in c else c['variant']} seed={c['seed']}",
+      c["epochs"]) for c in todo],
         stream,
     )
+    from bncourse.claims import CLAIMS
+
     arrays_cache = {}
     for i, config in enumerate(todo):
         progress.begin(i)
-        key = (config["dataset"], config["model"], str(config["subset"]),
-               str(config["validation"]))
-        if key not in arrays_cache:
-            arrays_cache.clear()  # keep one dataset in memory at a time
-            arrays_cache[key] = prepare_data(config)
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        outcome = train_run(config, on_epoch=progress.epoch, arrays=arrays_cache[key])
+        if config["experiment"] in CLAIMS:
+            outcome = CLAIMS[config["experiment"]].train(config, on_epoch=progress.epoch)
+        else:
+            key = (config["dataset"], config["model"], str(config["subset"]),
+                   str(config["validation"]))
+            if key not in arrays_cache:
+                arrays_cache.clear()  # keep one dataset in memory at a time
+                arrays_cache[key] = prepare_data(config)
+            outcome = train_run(config, on_epoch=progress.epoch, arrays=arrays_cache[key])
         record = make_record(config, outcome, command=command, started=started)
         path = save_record(record, out_dir)
-        progress.note(f"saved {path} (test accuracy {record['test']['accuracy']:.4f})")
+        accuracy = record.get("test", {}).get("accuracy")
+        progress.note(f"saved {path}" + (f" (test accuracy {accuracy:.4f})" if accuracy is not None
+                                         else ""))
         records.append(record)
     return records
 
@@ -223,22 +231,33 @@ def cmd_reproduce(args, out=None):
     out = out or sys.stdout
     from bncourse.results import format_table, summarize
 
-    names = args.only or list(PROTOCOLS)
+    from bncourse.claims import CLAIMS, claim_configs, format_verdicts, verdicts
+
+    names = args.only or [*PROTOCOLS, *CLAIMS]
     out_dir = _writable_dir(args.out or ("results" if args.profile == "full" else "runs/quick"))
     all_records = []
     for name in names:
-        protocol = PROTOCOLS[name]
-        missing = _dataset_available(protocol.dataset)
-        if missing:
-            out.write(f"skipped {name}: {missing}\n")
-            continue
-        configs = [run_config(protocol, bn, seed, args.profile)
-                   for seed in protocol.seeds for bn in protocol.variants]
-        out.write(f"{name}: {protocol.title}, {len(configs)} run(s)\n")
+        if name in CLAIMS:
+            experiment = CLAIMS[name]
+            configs = claim_configs(experiment, args.profile)
+            title = experiment.title
+        else:
+            protocol = PROTOCOLS[name]
+            missing = _dataset_available(protocol.dataset)
+            if missing:
+                out.write(f"skipped {name}: {missing}\n")
+                continue
+            configs = [run_config(protocol, bn, seed, args.profile)
+                       for seed in protocol.seeds for bn in protocol.variants]
+            title = protocol.title
+        out.write(f"{name}: {title}, {len(configs)} run(s)\n")
         out.flush()
         all_records += run_configs(configs, out_dir, rerun=args.rerun,
                                    command=["bncourse", *args.argv])
-    out.write(format_table(summarize(all_records)) + "\n")
+    if any(r["config"]["experiment"] in PROTOCOLS for r in all_records):
+        out.write(format_table(summarize(all_records)) + "\n")
+    if any(r["config"]["experiment"] in CLAIMS for r in all_records):
+        out.write(format_verdicts(verdicts(all_records)) + "\n")
     return 0
 
 
@@ -251,7 +270,16 @@ def cmd_report(args, out=None):
     if not directory.is_dir():
         raise CommandError(f"{str(directory)!r} is not a directory of results")
     records, bad = load_results(directory)
-    out.write(format_table(summarize(records)) + "\n")
+    if args.claims:
+        from bncourse.claims import VERDICTS_FILE, format_verdicts, verdicts
+
+        table = format_verdicts(verdicts(records))
+        out.write(table + "\n")
+        if records:
+            (directory / VERDICTS_FILE).write_text(table + "\n")
+            out.write(f"wrote {directory / VERDICTS_FILE}\n")
+    else:
+        out.write(format_table(summarize(records)) + "\n")
     for check in bad:
         out.write(f"problem: {check.path}: {'; '.join(check.problems)}\n")
     if records and not args.no_figures:
@@ -309,8 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--profile", choices=PROFILES, default="full",
                            help="full (default) or quick")
     reproduce.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",")],
-                           default=None, help="comma-separated experiment names: "
-                           + ", ".join(PROTOCOLS))
+                           default=None, help="comma-separated experiment names: the "
+                           "tutorials' protocols (" + ", ".join(PROTOCOLS) + ") and the claims "
+                           "experiments (see bncourse.claims)")
     _add_output_options(reproduce, None, "results/ for full, runs/quick/ for quick")
     reproduce.set_defaults(func=cmd_reproduce)
 
@@ -325,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--figures", default=None,
                         help="where to write the figures (default DIRECTORY/figures)")
     report.add_argument("--no-figures", action="store_true", help="only print the tables")
+    report.add_argument("--claims", action="store_true",
+                        help="print the claims table (claim, experiment, key numbers, verdict) "
+                        "instead of the comparison tables, and write it to "
+                        "DIRECTORY/claims-verdicts.txt")
     report.set_defaults(func=cmd_report)
     return parser
 
@@ -337,10 +370,13 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         args.argv = argv
         if getattr(args, "only", None):
-            unknown = [n for n in args.only if n not in PROTOCOLS]
+            from bncourse.claims import CLAIMS
+
+            known = [*PROTOCOLS, *CLAIMS]
+            unknown = [n for n in args.only if n not in known]
             if unknown:
                 raise CommandError(f"bncourse reproduce: unknown experiment(s) {', '.join(unknown)}; "
-                                   f"known: {', '.join(PROTOCOLS)}")
+                                   f"known: {', '.join(known)}")
         return args.func(args)
     except CommandError as e:
         message = str(e)

@@ -152,10 +152,13 @@ def save_report_figures(records, out_dir) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from bncourse.experiments import PROTOCOLS
+
     groups = {}
     for r in records:
         c = r["config"]
-        groups.setdefault((c["experiment"], c["profile"], c["dataset"]), []).append(r)
+        if c["experiment"] in PROTOCOLS:
+            groups.setdefault((c["experiment"], c["profile"], c["dataset"]), []).append(r)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -42,7 +42,8 @@ def _digest(record: dict) -> str:
 
 def result_path(out_dir, config: dict) -> Path:
     """``<out>/<experiment>/<bn>-seed<seed>-<profile>-<hash12>.json``."""
-    name = f"{config['bn']}-seed{config['seed']}-{config['profile']}-{config_hash(config)[:12]}"
+    variant = config["bn"] if "bn" in config else config["variant"]
+    name = f"{variant}-seed{config['seed']}-{config['profile']}-{config_hash(config)[:12]}"
     return Path(out_dir) / config["experiment"] / f"{name}.json"
 
 
@@ -94,7 +95,7 @@ def make_record(config: dict, outcome: dict, *, command=None, started=None) -> d
         "versions": _versions(),
         "machine": _machine(),
         "deterministic_ops": outcome.pop("deterministic", None),
-        "data": outcome.pop("data_note"),
+        "data": outcome.pop("data_note", None),
     }
     if protocol is not None and protocol.legacy:
         provenance["tutorial_optimizer"] = protocol.legacy
@@ -149,7 +150,18 @@ def check_result(path) -> Check:
         problems.append("its config_hash does not match its configuration")
     if path.name != result_path(".", config).name:
         problems.append(f"misnamed: expected {result_path('.', config).name}")
-    if config.get("experiment") not in PROTOCOLS:
+    from bncourse.claims import CLAIMS, claim_configs
+
+    if config.get("experiment") in CLAIMS:
+        experiment = CLAIMS[config["experiment"]]
+        try:
+            current = claim_configs(experiment, config.get("profile"))
+        except ValueError as e:
+            current = []
+            problems.append(f"stale: {e}")
+        if current and config not in current:
+            problems.append("stale: the claim experiment's definition changed since this run")
+    elif config.get("experiment") not in PROTOCOLS:
         problems.append(f"stale: experiment {config.get('experiment')!r} is no longer defined")
     else:
         try:
@@ -219,6 +231,8 @@ def summarize(records):
     groups = {}
     for r in records:
         c = r["config"]
+        if c["experiment"] not in PROTOCOLS:
+            continue  # claim experiments have verdicts instead (bncourse.claims)
         key = (c["experiment"], c["profile"], c["dataset"], c["model"], c["epochs"])
         groups.setdefault(key, {}).setdefault(c["bn"], []).append(r)
     rows = []

@@ -1,0 +1,278 @@
+"""Experiments that test what the tutorials claim about BN, each with a computed verdict.
+
+A :class:`ClaimExperiment` defines its runs for each profile (``quick``: under a minute,
+for tests and the book build; ``full``: three seeds, the committed results), trains one run
+into a JSON-able outcome, and turns the saved outcomes into key numbers and a verdict with
+stated thresholds. Runs are saved and resumed by the same machinery as the tutorials'
+protocols (:mod:`bncourse.results`, :func:`bncourse.cli.run_configs`).
+
+Claims covered so far (numbers as in ``../shared/SEEDS.md``):
+
+* 8: a bias in the layer before BN is redundant (experiment ``bias-before-bn``);
+* 10: gamma and beta tend to the data's mean and standard deviation (a misconception;
+  computed from the same runs).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from bncourse import data
+
+VERDICTS_FILE = "claims-verdicts.txt"  # written by `bncourse report --claims DIR`
+
+__all__ = ["CLAIMS", "ClaimExperiment", "Verdict", "claim_configs", "verdicts"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict on one claim: its key numbers, 'supported' / 'not supported' /
+    'depends', and the rule that decided it."""
+
+    claim: int
+    text: str
+    experiment: str
+    numbers: dict
+    verdict: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class ClaimExperiment:
+    """An experiment of the claims suite.
+
+    Attributes:
+        name: registry key and results folder.
+        title: one line.
+        version: bumped when its meaning changes (older results become stale).
+        variants: the variants it compares.
+        seeds: seeds per profile, ``{"quick": (...), "full": (...)}``.
+        settings: per profile, the data subset, epochs and other fixed parameters.
+        train: ``train(config, on_epoch) -> outcome`` for one run.
+        judge: ``judge(records) -> list[Verdict]`` from the saved runs of one profile.
+    """
+
+    name: str
+    title: str
+    version: int
+    variants: tuple
+    seeds: dict
+    settings: dict
+    train: Callable
+    judge: Callable
+
+
+def claim_configs(experiment: "ClaimExperiment", profile: str) -> list:
+    """Every run's configuration for a profile, seed by seed."""
+    if profile not in experiment.settings:
+        raise ValueError(f"profile must be one of {', '.join(experiment.settings)}, got {profile!r}")
+    return [
+        {
+            "experiment": experiment.name,
+            "version": experiment.version,
+            "profile": profile,
+            "variant": variant,
+            "seed": seed,
+            **experiment.settings[profile],
+        }
+        for seed in experiment.seeds[profile]
+        for variant in experiment.variants
+    ]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _mean_std(values):
+    values = list(values)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _fmt(mean_std, digits=4):
+    mean, std = mean_std
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _fashion_subset(n_train, n_test):
+    (x_train, y_train), (x_test, y_test) = data.load_dataset("fashion_mnist")
+    return ((data.scale_images(x_train[:n_train]), y_train[:n_train]),
+            (data.scale_images(x_test[:n_test]), y_test[:n_test]))
+
+
+# --------------------------------------------------------------------------- claims 8 and 10
+
+
+def _train_bias_before_bn(config, on_epoch=None):
+    """MLP 300-200-100 with BN before each ReLU, the hidden Dense layers with or without a
+    bias; records accuracy, parameter counts, what the learned biases do, and what gamma and
+    beta learned next to the statistics of the data BN normalises."""
+    import keras
+
+    from bncourse import models
+    from bncourse.experiments import set_seed
+
+    set_seed(config["seed"])
+    (x_train, y_train), (x_test, y_test) = _fashion_subset(config["train"], config["test"])
+    use_bias = config["variant"] == "bias"
+    model = models.build_mlp("before", use_bias=use_bias)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, nesterov=True),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    callbacks = []
+    if on_epoch is not None:
+        clock = {}
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
+            on_epoch_end=lambda epoch, logs: on_epoch(
+                epoch, dict(logs or {}), time.perf_counter() - clock["start"])))
+    model.fit(x_train, y_train, epochs=config["epochs"], batch_size=32, verbose=0,
+              callbacks=callbacks)
+    test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
+
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)][:-1]
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    probe = x_test[:1000]
+    outcome = {
+        "test": {"loss": float(test_loss), "accuracy": float(test_accuracy)},
+        "n_params": {"trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights))},
+        "layers": [],
+    }
+    if use_bias:
+        biases = [l.bias.numpy().copy() for l in dense]
+        outcome["max_abs_bias"] = float(max(np.abs(b).max() for b in biases))
+        train_mode = keras.ops.convert_to_numpy(model(probe, training=True))
+        for layer in dense:  # take the biases out; in training mode BN subtracts them anyway
+            layer.bias.assign(np.zeros_like(layer.bias.numpy()))
+        without = keras.ops.convert_to_numpy(model(probe, training=True))
+        outcome["training_mode_change_without_bias"] = float(np.abs(train_mode - without).max())
+        for layer, bias in zip(dense, biases):
+            layer.bias.assign(bias)
+    # What BN's parameters learned, next to the statistics of what BN normalises.
+    for d, bn in zip(dense, bns):
+        inputs = keras.ops.convert_to_numpy(
+            keras.Sequential(model.layers[: model.layers.index(d) + 1])(probe))
+        outcome["layers"].append({
+            "name": bn.name,
+            "gamma": bn.gamma.numpy().astype(float).tolist(),
+            "beta": bn.beta.numpy().astype(float).tolist(),
+            "input_mean": inputs.mean(axis=0).astype(float).tolist(),
+            "input_std": inputs.std(axis=0).astype(float).tolist(),
+        })
+    return outcome
+
+
+# Thresholds of the verdicts, stated once.
+BIAS_ACCURACY_TOLERANCE = 0.01  # accuracies within 1 point count as the same
+BIAS_STAYS_AT_ZERO = 1e-3  # a bias that never leaves its initial 0 by more than this
+GAMMA_MATCHES_STD = 0.25  # median relative gap |gamma - std| / std below which gamma "is" std
+
+
+def _judge_bias_before_bn(records):
+    by_variant = {}
+    for r in records:
+        by_variant.setdefault(r["config"]["variant"], []).append(r)
+    acc = {v: _mean_std(r["test"]["accuracy"] for r in runs) for v, runs in by_variant.items()}
+    params = {v: runs[0]["n_params"]["trainable"] for v, runs in by_variant.items()}
+    max_bias = max(r["max_abs_bias"] for r in by_variant["bias"])
+    change = max(r["training_mode_change_without_bias"] for r in by_variant["bias"])
+    same_accuracy = abs(acc["bias"][0] - acc["nobias"][0]) <= BIAS_ACCURACY_TOLERANCE
+    supported = same_accuracy and max_bias <= BIAS_STAYS_AT_ZERO and params["nobias"] < params["bias"]
+    claim8 = Verdict(
+        claim=8,
+        text="A bias in the layer before BN is redundant, so use use_bias=False",
+        experiment="bias-before-bn",
+        numbers={
+            "test accuracy with bias": _fmt(acc["bias"]),
+            "test accuracy without bias": _fmt(acc["nobias"]),
+            "trainable parameters saved": params["bias"] - params["nobias"],
+            "largest learned bias": f"{max_bias:.2e}",
+            "output change when the biases are removed (training mode)": f"{change:.2e}",
+        },
+        verdict="supported" if supported else "not supported",
+        rule=f"supported if the mean test accuracies differ by at most "
+        f"{BIAS_ACCURACY_TOLERANCE}, every learned bias stays within {BIAS_STAYS_AT_ZERO} of its "
+        "initial 0 (BN's mean subtraction leaves it no gradient), and dropping it saves "
+        "parameters",
+    )
+    # Claim 10, from the runs without bias: does gamma approach the input's std, beta its mean?
+    gaps_gamma, gaps_beta, corr_gamma, corr_beta = [], [], [], []
+    for r in by_variant["nobias"]:
+        for layer in r["layers"]:
+            gamma, beta = np.array(layer["gamma"]), np.array(layer["beta"])
+            mean, std = np.array(layer["input_mean"]), np.array(layer["input_std"])
+            gaps_gamma.append(np.median(np.abs(gamma - std) / std))
+            gaps_beta.append(np.median(np.abs(beta - mean) / std))
+            for values, reference, into in ((gamma, std, corr_gamma), (beta, mean, corr_beta)):
+                if np.std(values) > 0 and np.std(reference) > 0:  # else undefined
+                    into.append(float(np.corrcoef(values, reference)[0, 1]))
+    gap = float(np.median(gaps_gamma))
+    claim10 = Verdict(
+        claim=10,
+        text="During training gamma tends to the data's standard deviation and beta to its mean",
+        experiment="bias-before-bn",
+        numbers={
+            "median |gamma - input std| / input std": f"{gap:.2f}",
+            "median |beta - input mean| / input std": f"{float(np.median(gaps_beta)):.2f}",
+            "correlation of gamma with the input std":
+                _fmt(_mean_std(corr_gamma), 2) if corr_gamma else "undefined (constant)",
+            "correlation of beta with the input mean":
+                _fmt(_mean_std(corr_beta), 2) if corr_beta else "undefined (constant)",
+        },
+        verdict="supported" if gap <= GAMMA_MATCHES_STD else "not supported",
+        rule=f"supported if gamma is within {GAMMA_MATCHES_STD:.0%} of the standard deviation "
+        "of BN's input (median over features, layers and seeds)",
+    )
+    return [claim8, claim10]
+
+
+CLAIMS = {
+    e.name: e
+    for e in [
+        ClaimExperiment(
+            name="bias-before-bn",
+            title="MLP with BN before each ReLU, hidden layers with and without a bias",
+            version=1,
+            variants=("bias", "nobias"),
+            seeds={"quick": (0,), "full": (0, 1, 2)},
+            settings={
+                "quick": {"train": 3000, "test": 1000, "epochs": 2},
+                "full": {"train": 20000, "test": 10000, "epochs": 10},
+            },
+            train=_train_bias_before_bn,
+            judge=_judge_bias_before_bn,
+        ),
+    ]
+}
+
+
+def verdicts(records) -> list:
+    """Verdicts of every claim experiment that has results among ``records``, by claim."""
+    out = []
+    for name, experiment in CLAIMS.items():
+        by_profile = {}
+        for r in records:
+            if r["config"]["experiment"] == name:
+                by_profile.setdefault(r["config"]["profile"], []).append(r)
+        for profile in ("full", "quick"):
+            if profile in by_profile:
+                out += experiment.judge(by_profile[profile])
+                break
+    return sorted(out, key=lambda v: v.claim)
+
+
+def format_verdicts(items) -> str:
+    """The claims table: claim, experiment, key numbers, verdict."""
+    if not items:
+        return "no claim results"
+    lines = []
+    for v in items:
+        lines.append(f"claim {v.claim}: {v.text}")
+        lines.append(f"  experiment: {v.experiment}")
+        for key, value in v.numbers.items():
+            lines.append(f"  {key}: {value}")
+        lines.append(f"  verdict: {v.verdict.upper()} ({v.rule})")
+    return "\n".join(lines)
