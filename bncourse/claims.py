@@ -8,6 +8,8 @@ protocols (:mod:`bncourse.results`, :func:`bncourse.cli.run_configs`).
 
 Claims covered so far (numbers as in ``../shared/SEEDS.md``):
 
+* 4: BN makes the network less sensitive to the initial weights (``init-scale``);
+* 6: BN allows higher learning rates (``learning-rate``);
 * 8: a bias in the layer before BN is redundant (experiment ``bias-before-bn``);
 * 10: gamma and beta tend to the data's mean and standard deviation (a misconception;
   computed from the same runs).
@@ -55,6 +57,7 @@ class ClaimExperiment:
         settings: per profile, the data subset, epochs and other fixed parameters.
         train: ``train(config, on_epoch) -> outcome`` for one run.
         judge: ``judge(records) -> list[Verdict]`` from the saved runs of one profile.
+        sweep: optional ``(key, {profile: values})``: one run per value as well.
     """
 
     name: str
@@ -65,12 +68,18 @@ class ClaimExperiment:
     settings: dict
     train: Callable
     judge: Callable
+    sweep: tuple | None = None
 
 
 def claim_configs(experiment: "ClaimExperiment", profile: str) -> list:
     """Every run's configuration for a profile, seed by seed."""
     if profile not in experiment.settings:
         raise ValueError(f"profile must be one of {', '.join(experiment.settings)}, got {profile!r}")
+    if experiment.sweep is None:
+        points = [{}]
+    else:
+        key, values = experiment.sweep
+        points = [{key: value} for value in values[profile]]
     return [
         {
             "experiment": experiment.name,
@@ -78,9 +87,11 @@ def claim_configs(experiment: "ClaimExperiment", profile: str) -> list:
             "profile": profile,
             "variant": variant,
             "seed": seed,
+            **point,
             **experiment.settings[profile],
         }
         for seed in experiment.seeds[profile]
+        for point in points
         for variant in experiment.variants
     ]
 
@@ -228,6 +239,120 @@ def _judge_bias_before_bn(records):
     )
     return [claim8, claim10]
 
+# --------------------------------------------------------------------------- claims 4 and 6
+
+DEEP_MLP = (100,) * 6  # six hidden layers: deep enough for the initial scale to matter
+TRAINS = 0.7  # a run "trains" if its best validation accuracy reaches this (chance is 0.1)
+
+
+def _train_sweep(config, on_epoch=None):
+    """A six-layer MLP, with BN before each ReLU or without BN, trained with plain SGD (the
+    learning-rate sweep) or SGD with momentum (the initial-scale sweep); records the
+    validation accuracy per epoch and whether the loss became infinite or NaN."""
+    import keras
+
+    from bncourse import models
+    from bncourse.experiments import set_seed
+
+    set_seed(config["seed"])
+    (x, y), _ = _fashion_subset(config["train"] + config["val"], 0)
+    x_train, y_train = x[: config["train"]], y[: config["train"]]
+    x_val, y_val = x[config["train"]:], y[config["train"]:]
+    scale = config.get("init_scale", 1.0)
+    # He initialisation times `scale`: the weights' standard deviation is multiplied by it.
+    init = keras.initializers.VarianceScaling(scale=2.0 * scale**2, mode="fan_in",
+                                              distribution="truncated_normal")
+    bn = "before" if config["variant"] == "bn" else None
+    model = models.build_mlp(bn, hidden_units=DEEP_MLP, kernel_initializer=init)
+    if "learning_rate" in config:
+        optimizer = keras.optimizers.SGD(learning_rate=config["learning_rate"])
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    def stop_if_not_finite(batch, logs):
+        if logs and not np.isfinite(logs.get("loss", 0.0)):
+            model.stop_training = True  # quietly, unlike keras.callbacks.TerminateOnNaN
+
+    callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_not_finite)]
+    if on_epoch is not None:
+        clock = {}
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
+            on_epoch_end=lambda epoch, logs: on_epoch(
+                epoch, dict(logs or {}), time.perf_counter() - clock["start"])))
+    fit = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config["epochs"],
+                    batch_size=64, verbose=0, callbacks=callbacks)
+    losses = fit.history["loss"]
+    val = [float(v) for v in fit.history.get("val_accuracy", [])]
+    diverged = bool(not np.all(np.isfinite(losses)) or len(losses) < config["epochs"])
+    return {
+        "val_accuracy": val,
+        "loss": [float(v) for v in losses],
+        "best_val_accuracy": 0.1 if diverged or not val else max(val),
+        "diverged": diverged,
+    }
+
+
+def _sweep_table(records, key):
+    """{variant: {value: (mean, std) of best validation accuracy over seeds}}."""
+    table = {}
+    for r in records:
+        c = r["config"]
+        table.setdefault(c["variant"], {}).setdefault(c[key], []).append(r["best_val_accuracy"])
+    return {v: {k: _mean_std(accs) for k, accs in sorted(vals.items())}
+            for v, vals in table.items()}
+
+
+def _row(values) -> str:
+    return ", ".join(f"{k:g}: {m:.2f}" for k, (m, _) in values.items())
+
+
+def _judge_init_scale(records):
+    table = _sweep_table(records, "init_scale")
+    trains = {v: [k for k, (m, _) in vals.items() if m >= TRAINS] for v, vals in table.items()}
+    supported = len(trains["bn"]) > len(trains["none"])
+    return [Verdict(
+        claim=4,
+        text="BN makes the network less sensitive to the initial weights",
+        experiment="init-scale",
+        numbers={
+            "best validation accuracy by weight scale (x He), no BN": _row(table["none"]),
+            "best validation accuracy by weight scale (x He), BN": _row(table["bn"]),
+            "scales that train, no BN": len(trains["none"]),
+            "scales that train, BN": len(trains["bn"]),
+        },
+        verdict="supported" if supported else "not supported",
+        rule=f"supported if the BN network trains (best validation accuracy >= {TRAINS}, "
+        "mean over seeds) at more of the swept initial scales than the plain one",
+    )]
+
+
+def _judge_learning_rate(records):
+    table = _sweep_table(records, "learning_rate")
+    largest = {v: max([k for k, (m, _) in vals.items() if m >= TRAINS], default=0.0)
+               for v, vals in table.items()}
+    return [Verdict(
+        claim=6,
+        text="BN allows higher learning rates",
+        experiment="learning-rate",
+        numbers={
+            "best validation accuracy by learning rate, no BN": _row(table["none"]),
+            "best validation accuracy by learning rate, BN": _row(table["bn"]),
+            "largest learning rate that trains, no BN": largest["none"],
+            "largest learning rate that trains, BN": largest["bn"],
+        },
+        verdict="supported" if largest["bn"] > largest["none"] else "not supported",
+        rule=f"supported if the largest swept learning rate at which the network still trains "
+        f"(best validation accuracy >= {TRAINS}, mean over seeds) is larger with BN",
+    )]
+
+
+_SWEEP_SETTINGS = {
+    "quick": {"train": 4000, "val": 1000, "epochs": 2},
+    "full": {"train": 10000, "val": 5000, "epochs": 5},
+}
+
 
 CLAIMS = {
     e.name: e
@@ -244,6 +369,29 @@ CLAIMS = {
             },
             train=_train_bias_before_bn,
             judge=_judge_bias_before_bn,
+        ),
+        ClaimExperiment(
+            name="init-scale",
+            title="Six-layer MLP, with and without BN, initial weights at 0.01x to 100x He",
+            version=1,
+            variants=("none", "bn"),
+            seeds={"quick": (0,), "full": (0, 1, 2)},
+            settings=_SWEEP_SETTINGS,
+            sweep=("init_scale", {"quick": [0.01, 1.0, 100.0],
+                                  "full": [0.01, 0.1, 1.0, 10.0, 100.0]}),
+            train=_train_sweep,
+            judge=_judge_init_scale,
+        ),
+        ClaimExperiment(
+            name="learning-rate",
+            title="Six-layer MLP, with and without BN, plain SGD at learning rates 0.001 to 10",
+            version=1,
+            variants=("none", "bn"),
+            seeds={"quick": (0,), "full": (0, 1, 2)},
+            settings=_SWEEP_SETTINGS,
+            sweep=("learning_rate", {"quick": [0.01, 1.0], "full": [0.001, 0.01, 0.1, 1.0, 10.0]}),
+            train=_train_sweep,
+            judge=_judge_learning_rate,
         ),
     ]
 }

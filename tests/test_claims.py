@@ -99,3 +99,56 @@ def test_committed_verdicts_are_what_the_code_computes():
         assert not committed.exists(), "verdicts committed without the results behind them"
         return
     assert committed.read_text() == claims.format_verdicts(computed) + "\n"
+
+
+def sweep_record(name, key, variant, value, seed, best):
+    config = dict(claims.claim_configs(claims.CLAIMS[name], "quick")[0],
+                  variant=variant, seed=seed, **{key: value})
+    return {"config": config, "best_val_accuracy": best, "val_accuracy": [best],
+            "loss": [0.5], "diverged": best <= 0.1}
+
+
+def test_sweep_configurations_cover_every_value_variant_and_seed():
+    full = claims.claim_configs(claims.CLAIMS["init-scale"], "full")
+    assert len(full) == 5 * 2 * 3
+    assert sorted({c["init_scale"] for c in full}) == [0.01, 0.1, 1.0, 10.0, 100.0]
+    lr = claims.claim_configs(claims.CLAIMS["learning-rate"], "full")
+    assert sorted({c["learning_rate"] for c in lr}) == [0.001, 0.01, 0.1, 1.0, 10.0]
+
+
+def test_claim_4_counts_the_scales_that_train():
+    accs = {"none": {0.01: 0.1, 1.0: 0.85, 100.0: 0.1}, "bn": {0.01: 0.8, 1.0: 0.86, 100.0: 0.84}}
+    records = [sweep_record("init-scale", "init_scale", v, k, s, a + 0.01 * s)
+               for v, vals in accs.items() for k, a in vals.items() for s in (0, 1)]
+    (verdict,) = claims.CLAIMS["init-scale"].judge(records)
+    assert verdict.claim == 4 and verdict.verdict == "supported"
+    assert verdict.numbers["scales that train, no BN"] == 1
+    assert verdict.numbers["scales that train, BN"] == 3
+    same = [r for r in records if not (r["config"]["variant"] == "bn"
+                                       and r["config"]["init_scale"] != 1.0)]
+    same += [sweep_record("init-scale", "init_scale", "bn", k, 0, 0.1) for k in (0.01, 100.0)]
+    assert claims.CLAIMS["init-scale"].judge(same)[0].verdict == "not supported"
+
+
+def test_claim_6_compares_the_largest_learning_rate_that_trains():
+    records = [sweep_record("learning-rate", "learning_rate", "none", 0.01, 0, 0.8),
+               sweep_record("learning-rate", "learning_rate", "none", 1.0, 0, 0.1),
+               sweep_record("learning-rate", "learning_rate", "bn", 0.01, 0, 0.8),
+               sweep_record("learning-rate", "learning_rate", "bn", 1.0, 0, 0.75)]
+    (verdict,) = claims.CLAIMS["learning-rate"].judge(records)
+    assert verdict.verdict == "supported"
+    assert verdict.numbers["largest learning rate that trains, BN"] == 1.0
+    assert verdict.numbers["largest learning rate that trains, no BN"] == 0.01
+
+
+@pytest.mark.slow
+def test_quick_learning_rate_sweep_runs(tmp_path, capsys):
+    out = tmp_path / "claims"
+    assert cli.main(["reproduce", "--profile", "quick", "--only", "learning-rate",
+                     "--out", str(out)]) == 0
+    records, bad = load_results(out)
+    assert not bad and len(records) == 4
+    for r in records:
+        assert len(r["val_accuracy"]) == r["config"]["epochs"] or r["diverged"]
+        assert 0.0 <= r["best_val_accuracy"] <= 1.0
+    assert "claim 6: BN allows higher learning rates" in capsys.readouterr().out
