@@ -11,6 +11,7 @@ Claims covered so far (numbers as in ``../shared/SEEDS.md``):
 * 4: BN makes the network less sensitive to the initial weights (``init-scale``);
 * 6: BN allows higher learning rates (``learning-rate``);
 * 8: a bias in the layer before BN is redundant (experiment ``bias-before-bn``);
+* 11: scaling inputs to [0, 1] ensures gradients cannot explode (``input-scaling``);
 * 10: gamma and beta tend to the data's mean and standard deviation (a misconception;
   computed from the same runs).
 """
@@ -354,6 +355,116 @@ _SWEEP_SETTINGS = {
 }
 
 
+# --------------------------------------------------------------------------- claim 11
+
+SCALING_DEPTH, SCALING_WIDTH = 12, 100
+
+
+def _plain_mlp_gradients(params, x, y):
+    """Loss and per-layer kernel gradients of a plain ReLU MLP with softmax cross-entropy,
+    in NumPy (so the numbers do not depend on a Keras backend)."""
+    activations = [x]
+    h = x
+    for i, (w, b) in enumerate(params):
+        z = h @ w + b
+        h = np.maximum(z, 0.0) if i < len(params) - 1 else z
+        activations.append(h)
+    logits = activations[-1]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[np.arange(len(y)), y].mean()
+    d = np.exp(log_probs)
+    d[np.arange(len(y)), y] -= 1.0
+    d /= len(y)
+    grads = [None] * len(params)
+    for i in reversed(range(len(params))):
+        w, _ = params[i]
+        grads[i] = (activations[i].T @ d, d.sum(axis=0))
+        if i > 0:
+            d = (d @ w.T) * (activations[i] > 0)
+    return loss, grads
+
+
+def _train_input_scaling(config, on_epoch=None):
+    """A 12-layer plain ReLU MLP (no BN) on raw [0, 255], [0, 1] or standardised pixels, He
+    initialisation times ``init_gain``; records each layer's gradient norm at initialisation
+    and after every epoch of SGD, and the loss."""
+    rng = np.random.default_rng(config["seed"])
+    (x_train, y_train), _ = data.load_dataset("fashion_mnist")
+    x = x_train[: config["train"]].reshape(config["train"], -1).astype(np.float64)
+    y = y_train[: config["train"]].astype(np.int64)
+    if config["variant"] == "unit":
+        x /= 255.0
+    elif config["variant"] == "standard":
+        x = (x - x.mean()) / x.std()
+    sizes = [x.shape[1]] + [SCALING_WIDTH] * (SCALING_DEPTH - 1) + [10]
+    params = [(rng.normal(0.0, config["init_gain"] * np.sqrt(2.0 / m), (m, n)), np.zeros(n))
+              for m, n in zip(sizes[:-1], sizes[1:])]
+    probe = slice(0, 256)
+
+    def norms():
+        loss, grads = _plain_mlp_gradients(params, x[probe], y[probe])
+        return float(loss), [float(np.linalg.norm(g)) for g, _ in grads]
+
+    loss0, norms0 = norms()
+    history = {"loss": [], "grad_norms": []}
+    diverged = not np.isfinite(loss0)
+    batch = 128
+    with np.errstate(all="ignore"):  # overflow is what this experiment looks for
+        for epoch in range(config["epochs"]):
+            start = time.perf_counter()
+            order = rng.permutation(len(x))
+            for i in range(0, len(x), batch):
+                idx = order[i:i + batch]
+                loss, grads = _plain_mlp_gradients(params, x[idx], y[idx])
+                if not np.isfinite(loss):
+                    diverged = True
+                    break
+                params = [(w - 0.01 * gw, b - 0.01 * gb) for (w, b), (gw, gb) in zip(params, grads)]
+            loss, layer_norms = norms()
+            history["loss"].append(loss if np.isfinite(loss) else None)
+            history["grad_norms"].append(
+                [n if np.isfinite(n) else None for n in layer_norms])
+            if on_epoch is not None:
+                on_epoch(epoch, {"loss": loss}, time.perf_counter() - start)
+            if diverged:
+                break
+    return {"initial_loss": loss0, "initial_grad_norms": norms0, **history,
+            "diverged": bool(diverged)}
+
+
+def _judge_input_scaling(records):
+    largest, first, diverged = {}, {}, {}
+    for r in records:
+        key = (r["config"]["variant"], r["config"]["init_gain"])
+        n = r["initial_grad_norms"]
+        largest.setdefault(key, []).append(max(n))
+        first.setdefault(key, []).append(n[0])
+        diverged.setdefault(key, []).append(r["diverged"])
+    gains = sorted({g for _, g in largest})
+    numbers = {}
+    for gain in gains:
+        for variant in ("raw", "unit", "standard"):
+            if (variant, gain) in largest:
+                runs = diverged[(variant, gain)]
+                numbers[f"{variant} inputs, He x {gain:g}: largest layer gradient norm at init"] = (
+                    f"{_mean_std(largest[(variant, gain)])[0]:.3g}, training diverged in "
+                    f"{sum(runs)}/{len(runs)} runs")
+    raw_vs_unit = _mean_std(a / b for a, b in zip(first[("raw", gains[0])],
+                                                  first[("unit", gains[0])]))
+    numbers["first-layer gradient norm, raw over [0, 1] inputs (He)"] = f"{raw_vs_unit[0]:.3g}"
+    unit_diverges = any(any(diverged[("unit", g)]) for g in gains if ("unit", g) in diverged)
+    return [Verdict(
+        claim=11,
+        text="Scaling the inputs to [0, 1] ensures that gradients cannot explode",
+        experiment="input-scaling",
+        numbers=numbers,
+        verdict="not supported" if unit_diverges else "supported",
+        rule="not supported if, with inputs in [0, 1], SGD training of the plain 12-layer ReLU "
+        "network diverges (infinite or NaN loss) at some swept initial scale",
+    )]
+
+
 CLAIMS = {
     e.name: e
     for e in [
@@ -392,6 +503,19 @@ CLAIMS = {
             sweep=("learning_rate", {"quick": [0.01, 1.0], "full": [0.001, 0.01, 0.1, 1.0, 10.0]}),
             train=_train_sweep,
             judge=_judge_learning_rate,
+        ),
+        ClaimExperiment(
+            name="input-scaling",
+            title="Plain 12-layer ReLU MLP on raw, [0, 1] and standardised pixels: gradient "
+            "norms per layer",
+            version=1,
+            variants=("raw", "unit", "standard"),
+            seeds={"quick": (0,), "full": (0, 1, 2)},
+            settings={"quick": {"train": 2000, "epochs": 1},
+                      "full": {"train": 10000, "epochs": 5}},
+            sweep=("init_gain", {"quick": [1.0, 1.5], "full": [1.0, 1.5]}),
+            train=_train_input_scaling,
+            judge=_judge_input_scaling,
         ),
     ]
 }

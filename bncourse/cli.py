@@ -282,7 +282,7 @@ def cmd_report(args, out=None):
         out.write(format_table(summarize(records)) + "\n")
     for check in bad:
         out.write(f"problem: {check.path}: {'; '.join(check.problems)}\n")
-    if records and not args.no_figures:
+    if any(r["config"]["experiment"] in PROTOCOLS for r in records) and not args.no_figures:
         figures = _writable_dir(args.figures or directory / "figures")
         paths = save_report_figures(records, figures)
         out.write(f"wrote {len(paths)} figure files to {figures}\n")

@@ -152,3 +152,51 @@ def test_quick_learning_rate_sweep_runs(tmp_path, capsys):
         assert len(r["val_accuracy"]) == r["config"]["epochs"] or r["diverged"]
         assert 0.0 <= r["best_val_accuracy"] <= 1.0
     assert "claim 6: BN allows higher learning rates" in capsys.readouterr().out
+
+
+def test_plain_mlp_gradients_match_finite_differences(rng):
+    from bncourse.numpy_bn import numerical_gradient, rel_error
+
+    x = rng.normal(size=(5, 4))
+    y = np.array([0, 2, 1, 2, 0])
+    params = [(rng.normal(size=(4, 6)), rng.normal(size=6)),
+              (rng.normal(size=(6, 3)), rng.normal(size=3))]
+    _, grads = claims._plain_mlp_gradients(params, x, y)
+    for layer in range(2):
+        w = params[layer][0]
+
+        def loss_of(v, layer=layer):
+            trial = [(v, b) if i == layer else (w_, b) for i, (w_, b) in enumerate(params)]
+            return np.array(claims._plain_mlp_gradients(trial, x, y)[0])
+
+        numeric = numerical_gradient(loss_of, w.copy(), np.array(1.0))
+        assert rel_error(grads[layer][0], numeric) < 1e-6
+
+
+def test_claim_11_is_refuted_by_a_diverging_unit_input_run():
+    def rec(variant, gain, diverged, norms):
+        config = dict(claims.claim_configs(claims.CLAIMS["input-scaling"], "quick")[0],
+                      variant=variant, init_gain=gain)
+        return {"config": config, "initial_grad_norms": norms, "diverged": diverged}
+
+    calm = [rec("raw", 1.0, True, [500.0, 10.0]), rec("unit", 1.0, False, [2.0, 1.0]),
+            rec("standard", 1.0, False, [3.0, 1.0])]
+    (verdict,) = claims.CLAIMS["input-scaling"].judge(calm)
+    assert verdict.verdict == "supported"
+    assert verdict.numbers["first-layer gradient norm, raw over [0, 1] inputs (He)"] == "250"
+    (verdict,) = claims.CLAIMS["input-scaling"].judge(calm + [rec("unit", 1.5, True, [9.0, 1.0])])
+    assert verdict.verdict == "not supported"
+
+
+@pytest.mark.slow
+def test_quick_input_scaling_runs(tmp_path, capsys):
+    out = tmp_path / "claims"
+    assert cli.main(["reproduce", "--profile", "quick", "--only", "input-scaling",
+                     "--out", str(out)]) == 0
+    records, bad = load_results(out)
+    assert not bad and len(records) == 6
+    raw = [r for r in records if r["config"]["variant"] == "raw"]
+    unit = [r for r in records if r["config"]["variant"] == "unit"]
+    # Raw pixels make the first layer's gradient hundreds of times larger than [0, 1] ones.
+    assert raw[0]["initial_grad_norms"][0] > 100 * unit[0]["initial_grad_norms"][0]
+    assert len(records[0]["initial_grad_norms"]) == claims.SCALING_DEPTH
