@@ -11,6 +11,8 @@ Claims covered so far (numbers as in ``../shared/SEEDS.md``):
 * 4: BN makes the network less sensitive to the initial weights (``init-scale``);
 * 6: BN allows higher learning rates (``learning-rate``);
 * 8: a bias in the layer before BN is redundant (experiment ``bias-before-bn``);
+* 2, 3, 7, 9: convergence speed, time per epoch, test accuracy, before vs after the
+  activation, judged from the tutorials' protocols ``t4-cnn`` and ``t1-mlp``;
 * 11: scaling inputs to [0, 1] ensures gradients cannot explode (``input-scaling``);
 * 10: gamma and beta tend to the data's mean and standard deviation (a misconception;
   computed from the same runs).
@@ -465,6 +467,111 @@ def _judge_input_scaling(records):
     )]
 
 
+# --------------------------------------------------------------------------- claims 2, 3, 7, 9
+# Judged from the tutorials' protocols (bncourse.experiments), once every seed is there.
+
+SLOWER = 1.05  # BN "makes each epoch slower" if its median epoch takes 5% longer or more
+TUTORIAL_T4 = {"none": 0.97, "after": 0.992}  # T4's reported test accuracies (MNIST)
+
+
+def _protocol_runs(records, name, variants):
+    """{variant: runs} of one protocol, full profile if complete, else quick; or None."""
+    from bncourse.experiments import PROTOCOLS
+
+    protocol = PROTOCOLS[name]
+    for profile in ("full", "quick"):
+        runs = {v: [r for r in records if r["config"]["experiment"] == name
+                    and r["config"]["profile"] == profile and r["config"]["bn"] == v]
+                for v in variants}
+        need = len(protocol.seeds) if profile == "full" else 1
+        if all(len(runs[v]) >= need for v in variants):
+            return runs
+    return None
+
+
+def _epochs_to(curve, target):
+    return next((i for i, v in enumerate(curve, start=1) if v >= target), len(curve) + 1)
+
+
+def _protocol_verdicts(records):
+    from bncourse.results import steady_epoch_seconds
+
+    out = []
+    cnn = _protocol_runs(records, "t4-cnn", ("none", "after"))
+    mlp = _protocol_runs(records, "t1-mlp", ("none", "before", "after"))
+    pairs = [(name, runs, bn) for name, runs in (("t4-cnn", cnn), ("t1-mlp", mlp)) if runs
+             for bn in runs if bn != "none"]
+    if not pairs:
+        return out
+    # Claim 2: epochs to a fixed validation accuracy, 95% of the weakest variant's final mean.
+    numbers, faster = {}, []
+    for name, runs in (("t4-cnn", cnn), ("t1-mlp", mlp)):
+        if not runs:
+            continue
+        target = 0.95 * min(statistics.fmean(r["history"]["val_accuracy"][-1] for r in rs)
+                            for rs in runs.values())
+        epochs = {v: _mean_std(_epochs_to(r["history"]["val_accuracy"], target) for r in rs)
+                  for v, rs in runs.items()}
+        for v, ms in epochs.items():
+            numbers[f"{name}, {v}: epochs to validation accuracy {target:.3f}"] = _fmt(ms, 1)
+        faster += [epochs[v][0] < epochs["none"][0] for v in epochs if v != "none"]
+    out.append(Verdict(
+        claim=2, text="BN speeds up convergence (fewer epochs to a given accuracy)",
+        experiment="t4-cnn, t1-mlp", numbers=numbers,
+        verdict="supported" if all(faster) else "not supported" if not any(faster) else "depends",
+        rule="epochs to reach 95% of the weakest variant's final mean validation accuracy; "
+        "supported if every BN variant needs fewer on average than no BN, not supported if "
+        "none does, depends otherwise"))
+    # Claim 3: seconds per epoch.
+    numbers, slower = {}, []
+    for name, runs, bn in pairs:
+        median = {v: statistics.median(s for r in runs[v] for s in steady_epoch_seconds(r))
+                  for v in (bn, "none")}
+        ratio = median[bn] / median["none"]
+        numbers[f"{name}, {bn} vs none: seconds per epoch"] = (
+            f"{median[bn]:.1f} vs {median['none']:.1f} ({ratio:.2f}x)")
+        slower.append(ratio >= SLOWER)
+    out.append(Verdict(
+        claim=3, text="BN makes each epoch slower", experiment="t4-cnn, t1-mlp",
+        numbers=numbers,
+        verdict="supported" if all(slower) else "not supported" if not any(slower) else "depends",
+        rule=f"supported if every BN variant's median epoch (first epoch left out) takes at "
+        f"least {SLOWER}x as long as without BN"))
+    # Claim 7: test accuracy of the CNN.
+    if cnn:
+        acc = {v: _mean_std(r["test"]["accuracy"] for r in rs) for v, rs in cnn.items()}
+        gain = acc["after"][0] - acc["none"][0]
+        noise = 2 * max(acc["after"][1], acc["none"][1])
+        out.append(Verdict(
+            claim=7, text="BN improves test accuracy (T4: 0.97 without, 0.992 with)",
+            experiment="t4-cnn",
+            numbers={"test accuracy, no BN": _fmt(acc["none"]),
+                     "test accuracy, BN after (tutorial placement)": _fmt(acc["after"]),
+                     "difference": f"{gain:+.4f}",
+                     "T4's numbers (MNIST, one run)": f"{TUTORIAL_T4['none']} vs "
+                     f"{TUTORIAL_T4['after']}"},
+            verdict="supported" if gain > noise else "not supported",
+            rule="supported if the mean test accuracy with BN exceeds the one without by more "
+            "than twice the larger standard deviation over seeds (Fashion-MNIST)"))
+    # Claim 9: before or after the activation.
+    if mlp:
+        acc = {v: _mean_std(r["test"]["accuracy"] for r in rs) for v, rs in mlp.items()}
+        diff = acc["after"][0] - acc["before"][0]
+        noise = 2 * max(acc["after"][1], acc["before"][1])
+        out.append(Verdict(
+            claim=9, text="BN can go before or after the activation; results are mostly "
+            "better after", experiment="t1-mlp",
+            numbers={"test accuracy, BN before ReLU": _fmt(acc["before"]),
+                     "test accuracy, BN after ReLU": _fmt(acc["after"]),
+                     "after minus before": f"{diff:+.4f}"},
+            verdict="supported" if diff > noise else "not supported" if diff < -noise
+            else "depends",
+            rule="supported if after beats before by more than twice the larger standard "
+            "deviation over seeds, not supported if before wins by as much, depends (within "
+            "noise) otherwise"))
+    return out
+
+
 CLAIMS = {
     e.name: e
     for e in [
@@ -533,6 +640,7 @@ def verdicts(records) -> list:
             if profile in by_profile:
                 out += experiment.judge(by_profile[profile])
                 break
+    out += _protocol_verdicts(records)
     return sorted(out, key=lambda v: v.claim)
 
 

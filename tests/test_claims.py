@@ -201,3 +201,32 @@ def test_quick_input_scaling_runs(tmp_path, capsys):
     # Raw pixels make the first layer's gradient hundreds of times larger than [0, 1] ones.
     assert raw[0]["initial_grad_norms"][0] > 100 * unit[0]["initial_grad_norms"][0]
     assert len(records[0]["initial_grad_norms"]) == claims.SCALING_DEPTH
+
+
+def protocol_record(name, bn, seed, acc, curve, seconds):
+    from bncourse.experiments import run_config
+
+    return {"config": run_config(name, bn, seed, "full"),
+            "history": {"val_accuracy": curve, "accuracy": curve, "loss": [0.0] * len(curve),
+                        "val_loss": [0.0] * len(curve)},
+            "epoch_seconds": [seconds * 2] + [seconds] * (len(curve) - 1),
+            "test": {"accuracy": acc, "loss": 0.3}}
+
+
+def test_protocol_claims_need_every_seed_and_follow_their_rules():
+    cnn = [protocol_record("t4-cnn", bn, seed, acc + 0.001 * seed, curve, sec)
+           for seed in (0, 1, 2)
+           for bn, acc, curve, sec in [("none", 0.90, [0.80, 0.86, 0.90], 10.0),
+                                        ("after", 0.92, [0.88, 0.90, 0.91], 20.0)]]
+    assert {v.claim for v in claims.verdicts(cnn[:4])} == set()  # seeds missing: no verdict
+    verdicts = {v.claim: v for v in claims.verdicts(cnn)}
+    assert set(verdicts) == {2, 3, 7}
+    assert verdicts[2].verdict == "supported"  # 0.95 * 0.90 = 0.855: epoch 1 vs epoch 2
+    assert verdicts[3].verdict == "supported"
+    assert verdicts[3].numbers["t4-cnn, after vs none: seconds per epoch"] == "20.0 vs 10.0 (2.00x)"
+    assert verdicts[7].verdict == "supported" and verdicts[7].numbers["difference"] == "+0.0200"
+    mlp = [protocol_record("t1-mlp", bn, seed, acc, [0.8, 0.85], 5.0)
+           for seed in (0, 1, 2) for bn, acc in [("none", 0.88), ("before", 0.89), ("after", 0.885)]]
+    verdicts = {v.claim: v for v in claims.verdicts(mlp)}
+    assert verdicts[9].verdict == "not supported"  # before wins by more than the noise (0)
+    assert verdicts[3].verdict == "not supported"  # same seconds per epoch
