@@ -9,6 +9,7 @@ protocols (:mod:`bncourse.results`, :func:`bncourse.cli.run_configs`).
 Claims covered so far (numbers as in ``../shared/SEEDS.md``):
 
 * 4: BN makes the network less sensitive to the initial weights (``init-scale``);
+* 5: BN acts as a regulariser and reduces overfitting (``regularisation``);
 * 6: BN allows higher learning rates (``learning-rate``);
 * 8: a bias in the layer before BN is redundant (experiment ``bias-before-bn``);
 * 2, 3, 7, 9: convergence speed, time per epoch, test accuracy, before vs after the
@@ -467,6 +468,79 @@ def _judge_input_scaling(records):
     )]
 
 
+# --------------------------------------------------------------------------- claim 5
+
+
+def _train_regularisation(config, on_epoch=None):
+    """The T1 MLP with or without BN (before each ReLU) and with or without dropout (0.3
+    after each hidden layer), trained with Adam on a training set small enough to overfit;
+    records training, validation and test accuracy, all measured in inference mode."""
+    import keras
+
+    from bncourse.experiments import set_seed
+    from bncourse.models import make_bn_layer
+
+    set_seed(config["seed"])
+    (x, y), (x_test, y_test) = _fashion_subset(config["train"] + config["val"], config["test"])
+    x_train, y_train = x[: config["train"]], y[: config["train"]]
+    x_val, y_val = x[config["train"]:], y[config["train"]:]
+    bn = "bn" in config["variant"]
+    dropout = "dropout" in config["variant"]
+    layers = [keras.Input((28, 28)), keras.layers.Flatten()]
+    for i, units in enumerate((300, 200, 100), start=1):
+        layers.append(keras.layers.Dense(units, use_bias=not bn))
+        if bn:
+            layers.append(make_bn_layer("keras", f"bn{i}"))
+        layers.append(keras.layers.Activation("relu"))
+        if dropout:
+            layers.append(keras.layers.Dropout(0.3))
+    layers.append(keras.layers.Dense(10, activation="softmax"))
+    model = keras.Sequential(layers)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    callbacks = []
+    if on_epoch is not None:
+        clock = {}
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
+            on_epoch_end=lambda epoch, logs: on_epoch(
+                epoch, dict(logs or {}), time.perf_counter() - clock["start"])))
+    fit = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config["epochs"],
+                    batch_size=64, verbose=0, callbacks=callbacks)
+
+    def accuracy(xs, ys):
+        return float(model.evaluate(xs, ys, batch_size=1000, verbose=0)[1])
+
+    return {
+        "val_accuracy": [float(v) for v in fit.history["val_accuracy"]],
+        "train_accuracy": accuracy(x_train, y_train),
+        "final_val_accuracy": accuracy(x_val, y_val),
+        "test": {"accuracy": accuracy(x_test, y_test)},
+    }
+
+
+def _judge_regularisation(records):
+    by_variant = {}
+    for r in records:
+        by_variant.setdefault(r["config"]["variant"], []).append(r)
+    gap = {v: _mean_std(r["train_accuracy"] - r["final_val_accuracy"] for r in rs)
+           for v, rs in by_variant.items()}
+    test = {v: _mean_std(r["test"]["accuracy"] for r in rs) for v, rs in by_variant.items()}
+    numbers = {}
+    for v in ("none", "bn", "dropout", "bn+dropout"):
+        numbers[f"{v}: train - validation accuracy"] = _fmt(gap[v])
+        numbers[f"{v}: test accuracy"] = _fmt(test[v])
+    smaller = gap["none"][0] - gap["bn"][0]
+    noise = 2 * max(gap["none"][1], gap["bn"][1])
+    return [Verdict(
+        claim=5, text="BN acts as a regulariser and reduces overfitting",
+        experiment="regularisation", numbers=numbers,
+        verdict="supported" if smaller > noise else "not supported",
+        rule="supported if the train-validation accuracy gap with BN is smaller than without "
+        "by more than twice the larger standard deviation over seeds (dropout shown for "
+        "scale)",
+    )]
+
+
 # --------------------------------------------------------------------------- claims 2, 3, 7, 9
 # Judged from the tutorials' protocols (bncourse.experiments), once every seed is there.
 
@@ -610,6 +684,17 @@ CLAIMS = {
             sweep=("learning_rate", {"quick": [0.01, 1.0], "full": [0.001, 0.01, 0.1, 1.0, 10.0]}),
             train=_train_sweep,
             judge=_judge_learning_rate,
+        ),
+        ClaimExperiment(
+            name="regularisation",
+            title="T1 MLP with and without BN, with and without dropout, on 10,000 images",
+            version=1,
+            variants=("none", "bn", "dropout", "bn+dropout"),
+            seeds={"quick": (0,), "full": (0, 1, 2)},
+            settings={"quick": {"train": 3000, "val": 1000, "test": 1000, "epochs": 3},
+                      "full": {"train": 10000, "val": 5000, "test": 10000, "epochs": 20}},
+            train=_train_regularisation,
+            judge=_judge_regularisation,
         ),
         ClaimExperiment(
             name="input-scaling",

@@ -230,3 +230,20 @@ def test_protocol_claims_need_every_seed_and_follow_their_rules():
     verdicts = {v.claim: v for v in claims.verdicts(mlp)}
     assert verdicts[9].verdict == "not supported"  # before wins by more than the noise (0)
     assert verdicts[3].verdict == "not supported"  # same seconds per epoch
+
+
+def test_claim_5_compares_the_train_validation_gap():
+    def rec(variant, seed, train, val):
+        config = dict(claims.claim_configs(claims.CLAIMS["regularisation"], "quick")[0],
+                      variant=variant, seed=seed)
+        return {"config": config, "train_accuracy": train, "final_val_accuracy": val,
+                "test": {"accuracy": val}, "val_accuracy": [val]}
+
+    gaps = {"none": 0.10, "bn": 0.04, "dropout": 0.02, "bn+dropout": 0.01}
+    records = [rec(v, s, 0.95 + 0.001 * s, 0.95 - g) for v, g in gaps.items() for s in (0, 1, 2)]
+    (verdict,) = claims.CLAIMS["regularisation"].judge(records)
+    assert verdict.claim == 5 and verdict.verdict == "supported"
+    assert verdict.numbers["none: train - validation accuracy"] == "0.1010 ± 0.0010"
+    gaps["bn"] = 0.10
+    records = [rec(v, s, 0.95, 0.95 - g) for v, g in gaps.items() for s in (0, 1, 2)]
+    assert claims.CLAIMS["regularisation"].judge(records)[0].verdict == "not supported"
