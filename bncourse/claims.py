@@ -15,6 +15,8 @@ Claims covered so far (numbers as in ``../shared/SEEDS.md``):
 * 2, 3, 7, 9: convergence speed, time per epoch, test accuracy, before vs after the
   activation, judged from the tutorials' protocols ``t4-cnn`` and ``t1-mlp``;
 * 11: scaling inputs to [0, 1] ensures gradients cannot explode (``input-scaling``);
+* 12: at inference BN uses the moving statistics (``inference-stats``: moving vs
+  recomputed statistics after short and long training);
 * 10: gamma and beta tend to the data's mean and standard deviation (a misconception;
   computed from the same runs).
 """
@@ -541,6 +543,99 @@ def _judge_regularisation(records):
     )]
 
 
+# --------------------------------------------------------------------------- claim 12
+
+
+def recompute_bn_statistics(model, x, batch_size=500):
+    """Replace every BN layer's moving statistics by the exact mean and (biased) variance of
+    its inputs over ``x``, with all weights frozen ("precise BN", Wu & Johnson 2021).
+
+    Layers are done in order, each with the statistics of the earlier ones already replaced,
+    so every BN sees the inputs it will see in inference.
+    """
+    import keras
+
+    from bncourse.keras_bn import BatchNorm
+
+    for index, layer in enumerate(model.layers):
+        if not isinstance(layer, (keras.layers.BatchNormalization, BatchNorm)):
+            continue
+        before = keras.Sequential([keras.Input(model.input_shape[1:]), *model.layers[:index]])
+        total, total_sq, count = 0.0, 0.0, 0
+        for start in range(0, len(x), batch_size):
+            h = keras.ops.convert_to_numpy(before(x[start:start + batch_size], training=False))
+            h = h.reshape(-1, h.shape[-1]).astype(np.float64)
+            total = total + h.sum(axis=0)
+            count += len(h)
+        mean = total / count
+        for start in range(0, len(x), batch_size):
+            h = keras.ops.convert_to_numpy(before(x[start:start + batch_size], training=False))
+            h = h.reshape(-1, h.shape[-1]).astype(np.float64)
+            total_sq = total_sq + ((h - mean) ** 2).sum(axis=0)  # two passes, as BN does
+        layer.moving_mean.assign(mean.astype("float32"))
+        layer.moving_variance.assign((total_sq / count).astype("float32"))
+
+
+def _train_inference_stats(config, on_epoch=None):
+    """The tutorial CNN (BN after each activation and pooling) with BN momentum 0.99 or 0.9,
+    trained for a given number of steps; test accuracy with the moving statistics and with
+    statistics recomputed over training images."""
+    import keras
+
+    from bncourse import models
+    from bncourse.experiments import set_seed
+
+    set_seed(config["seed"])
+    (x, y), (x_test, y_test) = _fashion_subset(config["train"], config["test"])
+    x, x_test = data.add_channel_axis(x), data.add_channel_axis(x_test)
+    momentum = float(config["variant"][1:])
+    model = models.build_cnn(
+        "after", bn_layer=lambda name: keras.layers.BatchNormalization(momentum=momentum,
+                                                                        name=name))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(config["seed"])
+    start = time.perf_counter()
+    for step in range(config["steps"]):
+        idx = rng.integers(0, len(x), config["batch_size"])
+        model.train_on_batch(x[idx], y[idx])
+    if on_epoch is not None:
+        on_epoch(0, {}, time.perf_counter() - start)
+
+    def accuracy():
+        return float(model.evaluate(x_test, y_test, batch_size=1000, verbose=0)[1])
+
+    moving = accuracy()
+    recompute_bn_statistics(model, x[: config["recompute_on"]])
+    return {"test_accuracy_moving": moving, "test_accuracy_precise": accuracy()}
+
+
+def _judge_inference_stats(records):
+    table = {}
+    for r in records:
+        key = (r["config"]["variant"], r["config"]["steps"])
+        table.setdefault(key, []).append(r)
+    numbers, gaps = {}, {}
+    for (variant, steps), rs in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        moving = _mean_std(r["test_accuracy_moving"] for r in rs)
+        precise = _mean_std(r["test_accuracy_precise"] for r in rs)
+        numbers[f"momentum {variant[1:]}, {steps} steps: test accuracy moving vs recomputed"] = (
+            f"{_fmt(moving, 3)} vs {_fmt(precise, 3)}")
+        gaps[(variant, steps)] = precise[0] - moving[0] > max(0.01, 2 * max(moving[1], precise[1]))
+    longest = max(steps for _, steps in gaps)
+    long_gap = any(gap for (_, steps), gap in gaps.items() if steps == longest)
+    short_gap = any(gap for (_, steps), gap in gaps.items() if steps < longest)
+    verdict = "not supported" if long_gap else "depends" if short_gap else "supported"
+    return [Verdict(
+        claim=12,
+        text="At inference the layer uses the moving mean and variance collected in training",
+        experiment="inference-stats", numbers=numbers, verdict=verdict,
+        rule="the moving statistics are a good stand-in if recomputing the statistics over "
+        "training images (weights frozen) gains at most max(0.01, 2 std) of test accuracy: "
+        "supported if so everywhere, depends (on the number of steps) if only the shorter "
+        "runs gain more, not supported if the longest runs do too",
+    )]
+
+
 # --------------------------------------------------------------------------- claims 2, 3, 7, 9
 # Judged from the tutorials' protocols (bncourse.experiments), once every seed is there.
 
@@ -695,6 +790,21 @@ CLAIMS = {
                       "full": {"train": 10000, "val": 5000, "test": 10000, "epochs": 20}},
             train=_train_regularisation,
             judge=_judge_regularisation,
+        ),
+        ClaimExperiment(
+            name="inference-stats",
+            title="Tutorial CNN, BN momentum 0.99 and 0.9, short and long training: moving "
+            "vs recomputed statistics",
+            version=1,
+            variants=("m0.99", "m0.9"),
+            seeds={"quick": (0,), "full": (0, 1, 2)},
+            settings={"quick": {"train": 5000, "test": 1000, "batch_size": 50,
+                                "recompute_on": 2000},
+                      "full": {"train": 60000, "test": 10000, "batch_size": 250,
+                               "recompute_on": 10000}},
+            sweep=("steps", {"quick": [20, 200], "full": [50, 2000]}),
+            train=_train_inference_stats,
+            judge=_judge_inference_stats,
         ),
         ClaimExperiment(
             name="input-scaling",

@@ -164,7 +164,7 @@ def run_configs(configs, out_dir, *, rerun=False, command=None, stream=None):
                      "(use --rerun to run them again)\n")
     progress = Progress(
         [(f"{c['experiment']} {'bn=' + c['bn'] if 'bn' in c else c['variant']} seed={c['seed']}",
-      c["epochs"]) for c in todo],
+      c.get("epochs", 1)) for c in todo],
         stream,
     )
     from bncourse.claims import CLAIMS

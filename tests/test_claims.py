@@ -247,3 +247,38 @@ def test_claim_5_compares_the_train_validation_gap():
     gaps["bn"] = 0.10
     records = [rec(v, s, 0.95, 0.95 - g) for v, g in gaps.items() for s in (0, 1, 2)]
     assert claims.CLAIMS["regularisation"].judge(records)[0].verdict == "not supported"
+
+
+@pytest.mark.keras_backend
+def test_recompute_bn_statistics_gives_the_exact_statistics(rng):
+    import keras
+
+    from bncourse.keras_bn import BatchNorm
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4), BatchNorm(),
+                              keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    x = rng.normal(2.0, 3.0, size=(1200, 5)).astype("float32")
+    claims.recompute_bn_statistics(model, x, batch_size=500)
+    h1 = keras.ops.convert_to_numpy(model.layers[0](x)).astype(np.float64)
+    np.testing.assert_allclose(model.layers[1].moving_mean.numpy(), h1.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(model.layers[1].moving_variance.numpy(), h1.var(0), rtol=1e-5)
+    # The second BN sees the first one's output normalised with the recomputed statistics.
+    h3 = keras.ops.convert_to_numpy(
+        model.layers[2](model.layers[1](model.layers[0](x), training=False))).astype(np.float64)
+    np.testing.assert_allclose(model.layers[3].moving_variance.numpy(), h3.var(0), rtol=1e-4)
+
+
+def test_claim_12_depends_on_the_number_of_steps():
+    def rec(variant, steps, seed, moving, precise):
+        config = dict(claims.claim_configs(claims.CLAIMS["inference-stats"], "quick")[0],
+                      variant=variant, steps=steps, seed=seed)
+        return {"config": config, "test_accuracy_moving": moving, "test_accuracy_precise": precise}
+
+    short_gap = [rec("m0.99", 50, s, 0.2, 0.8) for s in (0, 1)] + \
+                [rec("m0.99", 2000, s, 0.9, 0.9) for s in (0, 1)]
+    assert claims.CLAIMS["inference-stats"].judge(short_gap)[0].verdict == "depends"
+    no_gap = [rec("m0.99", n, s, 0.9, 0.905) for n in (50, 2000) for s in (0, 1)]
+    assert claims.CLAIMS["inference-stats"].judge(no_gap)[0].verdict == "supported"
+    long_gap = [rec("m0.99", n, s, 0.2, 0.9) for n in (50, 2000) for s in (0, 1)]
+    assert claims.CLAIMS["inference-stats"].judge(long_gap)[0].verdict == "not supported"
