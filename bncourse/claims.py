@@ -12,6 +12,7 @@ Claims covered so far (numbers as in ``../shared/SEEDS.md``):
 * 5: BN acts as a regulariser and reduces overfitting (``regularisation``);
 * 6: BN allows higher learning rates (``learning-rate``);
 * 8: a bias in the layer before BN is redundant (experiment ``bias-before-bn``);
+* 1: BN reduces internal covariate shift (``ics``, with Santurkar et al.'s noisy BN);
 * 2, 3, 7, 9: convergence speed, time per epoch, test accuracy, before vs after the
   activation, judged from the tutorials' protocols ``t4-cnn`` and ``t1-mlp``;
 * 11: scaling inputs to [0, 1] ensures gradients cannot explode (``input-scaling``);
@@ -636,6 +637,119 @@ def _judge_inference_stats(records):
     )]
 
 
+# --------------------------------------------------------------------------- claim 1
+
+ICS_PERCENTILES = (15, 50, 85)
+
+
+def _noisy_shift_layer():
+    """A layer that, in training only, scales and shifts each feature by fresh random amounts
+    at every step (Santurkar et al. 2018's "noisy BN"): it creates distribution shift on
+    purpose, after BN has removed it."""
+    import keras
+
+    class NoisyShift(keras.layers.Layer):
+        def __init__(self, scale_std=0.5, shift_std=1.0, seed=0, **kwargs):
+            super().__init__(**kwargs)
+            self.scale_std, self.shift_std = scale_std, shift_std
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, inputs, training=None):
+            if not training:
+                return inputs
+            shape = (inputs.shape[-1],)
+            scale = keras.ops.exp(keras.random.normal(shape, stddev=self.scale_std,
+                                                      seed=self.seed_generator))
+            shift = keras.random.normal(shape, stddev=self.shift_std, seed=self.seed_generator)
+            return inputs * scale + shift
+
+    return NoisyShift
+
+
+def _train_ics(config, on_epoch=None):
+    """Ioffe & Szegedy's figure 1 setting on Fashion-MNIST: three hidden layers of 100
+    sigmoid units, with BN before each sigmoid, without, or with BN followed by per-step
+    noise. Every ``probe_every`` steps it records the 15th, 50th and 85th percentiles of one
+    unit's sigmoid input over a fixed probe batch (in training mode, as the layer sees it
+    while it learns), and the validation accuracy."""
+    import keras
+
+    from bncourse.experiments import set_seed
+
+    set_seed(config["seed"])
+    (x, y), (x_test, y_test) = _fashion_subset(config["train"], config["test"])
+    variant = config["variant"]
+    noisy = _noisy_shift_layer()
+    layers = [keras.Input((28, 28)), keras.layers.Flatten()]
+    for i in range(3):
+        layers.append(keras.layers.Dense(100, use_bias=variant == "none"))
+        if variant != "none":
+            layers.append(keras.layers.BatchNormalization())
+        if variant == "noisy-bn":
+            layers.append(noisy(seed=config["seed"] * 10 + i))
+        layers.append(keras.layers.Activation("sigmoid"))
+    layers.append(keras.layers.Dense(10, activation="softmax"))
+    model = keras.Sequential(layers)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=config["learning_rate"]),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    last_sigmoid = max(i for i, l in enumerate(model.layers)
+                       if isinstance(l, keras.layers.Activation))
+    probe_model = keras.Sequential([keras.Input((28, 28)), *model.layers[:last_sigmoid]])
+    probe = x_test[: config["probe"]]
+    val = x_test[config["probe"]:], y_test[config["probe"]:]
+    rng = np.random.default_rng(config["seed"])
+    steps, percentiles, val_acc = [], [], []
+    start = time.perf_counter()
+    for step in range(config["steps"] + 1):
+        if step % config["probe_every"] == 0:
+            # In training mode: the distribution the sigmoid meets while it trains, noise
+            # included. That call updates BN's moving statistics, so they are put back.
+            saved = [v.numpy() for v in model.non_trainable_weights]
+            h = keras.ops.convert_to_numpy(probe_model(probe, training=True))[:, config["unit"]]
+            for v, value in zip(model.non_trainable_weights, saved):
+                v.assign(value)
+            steps.append(step)
+            percentiles.append([float(v) for v in np.percentile(h, ICS_PERCENTILES)])
+            val_acc.append(float(model.evaluate(*val, batch_size=1000, verbose=0)[1]))
+        if step < config["steps"]:
+            idx = rng.integers(0, len(x), config["batch_size"])
+            model.train_on_batch(x[idx], y[idx])
+    if on_epoch is not None:
+        on_epoch(0, {}, time.perf_counter() - start)
+    return {"steps": steps, "percentiles": percentiles, "val_accuracy": val_acc}
+
+
+def ics_drift(record) -> float:
+    """How much the probed unit's input distribution moves over training: the standard
+    deviation of its median over the probes after the first 10% of steps, divided by the
+    mean distance between its 15th and 85th percentiles."""
+    p = np.array(record["percentiles"])
+    p = p[len(p) // 10:]
+    return float(p[:, 1].std() / max((p[:, 2] - p[:, 0]).mean(), 1e-12))
+
+
+def _judge_ics(records):
+    by_variant = {}
+    for r in records:
+        by_variant.setdefault(r["config"]["variant"], []).append(r)
+    drift = {v: _mean_std(ics_drift(r) for r in rs) for v, rs in by_variant.items()}
+    final = {v: _mean_std(r["val_accuracy"][-1] for r in rs) for v, rs in by_variant.items()}
+    numbers = {}
+    for v in ("none", "bn", "noisy-bn"):
+        numbers[f"{v}: drift of the unit's input (median sd / 15-85 spread)"] = _fmt(drift[v], 3)
+        numbers[f"{v}: final validation accuracy"] = _fmt(final[v], 3)
+    reduces = drift["none"][0] - drift["bn"][0] > 2 * max(drift["none"][1], drift["bn"][1])
+    return [Verdict(
+        claim=1, text="BN reduces internal covariate shift (the drift of each layer's input "
+        "distribution during training)", experiment="ics", numbers=numbers,
+        verdict="supported" if reduces else "not supported",
+        rule="supported if the drift of a sigmoid unit's input, as defined in "
+        "bncourse.claims.ics_drift, is smaller with BN by more than twice the larger standard "
+        "deviation over seeds. The noisy-BN rows (Santurkar et al. 2018) test whether that "
+        "is why BN helps: noise restores the drift; compare their accuracy with plain BN",
+    )]
+
+
 # --------------------------------------------------------------------------- claims 2, 3, 7, 9
 # Judged from the tutorials' protocols (bncourse.experiments), once every seed is there.
 
@@ -744,6 +858,22 @@ def _protocol_verdicts(records):
 CLAIMS = {
     e.name: e
     for e in [
+        ClaimExperiment(
+            name="ics",
+            title="Three hidden layers of 100 sigmoid units: a unit's input distribution over "
+            "training, without BN, with BN, with BN plus per-step noise",
+            version=1,
+            variants=("none", "bn", "noisy-bn"),
+            seeds={"quick": (0,), "full": (0, 1, 2)},
+            settings={"quick": {"train": 10000, "test": 2000, "probe": 1000, "unit": 0,
+                                "steps": 300, "probe_every": 30, "batch_size": 60,
+                                "learning_rate": 0.5},
+                      "full": {"train": 60000, "test": 10000, "probe": 2000, "unit": 0,
+                               "steps": 5000, "probe_every": 100, "batch_size": 60,
+                               "learning_rate": 0.5}},
+            train=_train_ics,
+            judge=_judge_ics,
+        ),
         ClaimExperiment(
             name="bias-before-bn",
             title="MLP with BN before each ReLU, hidden layers with and without a bias",

@@ -282,3 +282,34 @@ def test_claim_12_depends_on_the_number_of_steps():
     assert claims.CLAIMS["inference-stats"].judge(no_gap)[0].verdict == "supported"
     long_gap = [rec("m0.99", n, s, 0.2, 0.9) for n in (50, 2000) for s in (0, 1)]
     assert claims.CLAIMS["inference-stats"].judge(long_gap)[0].verdict == "not supported"
+
+
+def test_ics_drift_and_claim_1():
+    steady = {"percentiles": [[-1.0, 0.0, 1.0]] * 20}
+    moving = {"percentiles": [[m - 1.0, m, m + 1.0] for m in np.linspace(0, 4, 20)]}
+    assert claims.ics_drift(steady) == 0.0
+    assert claims.ics_drift(moving) == pytest.approx(np.linspace(0, 4, 20)[2:].std() / 2.0)
+
+    def rec(variant, seed, r):
+        config = dict(claims.claim_configs(claims.CLAIMS["ics"], "quick")[0],
+                      variant=variant, seed=seed)
+        return {"config": config, **r, "val_accuracy": [0.5, 0.8]}
+
+    records = [rec("none", s, moving) for s in (0, 1)] + [rec("bn", s, steady) for s in (0, 1)] \
+        + [rec("noisy-bn", s, moving) for s in (0, 1)]
+    (verdict,) = claims.CLAIMS["ics"].judge(records)
+    assert verdict.claim == 1 and verdict.verdict == "supported"
+    swapped = [dict(r, config=dict(r["config"], variant={"none": "bn", "bn": "none"}.get(
+        r["config"]["variant"], r["config"]["variant"]))) for r in records]
+    assert claims.CLAIMS["ics"].judge(swapped)[0].verdict == "not supported"
+
+
+@pytest.mark.slow
+def test_quick_ics_run_shows_bn_steadying_the_input(tmp_path, capsys):
+    out = tmp_path / "claims"
+    assert cli.main(["reproduce", "--profile", "quick", "--only", "ics", "--out", str(out)]) == 0
+    records, bad = load_results(out)
+    assert not bad
+    drift = {r["config"]["variant"]: claims.ics_drift(r) for r in records}
+    assert drift["bn"] < drift["none"] and drift["bn"] < drift["noisy-bn"]
+    assert all(len(r["percentiles"]) == len(r["steps"]) == 11 for r in records)
