@@ -278,6 +278,13 @@ def cmd_report(args, out=None):
         if records:
             (directory / VERDICTS_FILE).write_text(table + "\n")
             out.write(f"wrote {directory / VERDICTS_FILE}\n")
+        if records and not args.no_figures:
+            from bncourse.plotting import save_claim_figures
+
+            figures = _writable_dir(args.figures or directory / "figures")
+            paths = save_claim_figures(records, figures)
+            out.write(f"wrote {len(paths)} claim figure files to {figures}\n")
+        return 1 if bad else 0
     else:
         out.write(format_table(summarize(records)) + "\n")
     for check in bad:

@@ -176,3 +176,207 @@ def save_report_figures(records, out_dir) -> list:
                 paths.append(path)
             plt.close(ax.figure)
     return paths
+
+
+# --------------------------------------------------------------------------- claims
+
+CLAIM_STYLE = {
+    "none": ("#555555", "no BN"), "bn": ("#1f6fb4", "BN"), "noisy-bn": ("#b41f6f", "BN + noise"),
+    "bias": ("#e07b00", "bias before BN"), "nobias": ("#1f6fb4", "no bias before BN"),
+    "dropout": ("#2ca02c", "dropout"), "bn+dropout": ("#9467bd", "BN + dropout"),
+    "raw": ("#d62728", "raw [0, 255]"), "unit": ("#1f6fb4", "[0, 1]"),
+    "standard": ("#2ca02c", "standardised"),
+    "m0.99": ("#1f6fb4", "momentum 0.99"), "m0.9": ("#e07b00", "momentum 0.9"),
+}
+
+
+def _claim_groups(records, key=None):
+    groups = {}
+    for r in records:
+        c = r["config"]
+        groups.setdefault(c["variant"] if key is None else (c["variant"], c[key]), []).append(r)
+    return groups
+
+
+def plot_ics(records, ax=None):
+    """Claim 1: the 15th-85th percentile band and the median of a sigmoid unit's input over
+    training steps, per variant (mean over seeds)."""
+    ax = _axes(ax)
+    for variant, runs in _claim_groups(records).items():
+        color, label = CLAIM_STYLE[variant]
+        steps = runs[0]["steps"]
+        p = np.mean([r["percentiles"] for r in runs], axis=0)
+        ax.fill_between(steps, p[:, 0], p[:, 2], color=color, alpha=0.15, lw=0)
+        ax.plot(steps, p[:, 1], color=color, lw=1.8, label=f"{label}: median, 15th-85th band")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("input of one sigmoid unit")
+    ax.set_title("Claim 1: a unit's input distribution during training", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_sweep(records, key, ax=None):
+    """Claims 4 and 6: best validation accuracy against the swept value (log scale), with
+    and without BN, mean ± 1 std over seeds."""
+    ax = _axes(ax)
+    groups = _claim_groups(records, key)
+    for variant in sorted({v for v, _ in groups}):
+        color, label = CLAIM_STYLE[variant]
+        values = sorted(k for v, k in groups if v == variant)
+        accs = [[r["best_val_accuracy"] for r in groups[(variant, k)]] for k in values]
+        ax.errorbar(values, [np.mean(a) for a in accs], yerr=[np.std(a) for a in accs],
+                    color=color, marker="o", capsize=4, label=label)
+    ax.set_xscale("log")
+    ax.axhline(0.1, color="black", lw=0.8, ls=":", label="chance")
+    ax.set_xlabel({"init_scale": "initial weight scale (x He)",
+                   "learning_rate": "learning rate (plain SGD)"}.get(key, key))
+    ax.set_ylabel("best validation accuracy")
+    ax.set_ylim(0, 1)
+    claim = {"init_scale": 4, "learning_rate": 6}.get(key, "")
+    ax.set_title(f"Claim {claim}: six-layer MLP, mean ± 1 std over seeds", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_gamma_beta(records, ax=None):
+    """Claim 10: each feature's learned gamma against the standard deviation of BN's input
+    (runs without bias), with the line gamma = std that the claim predicts."""
+    ax = _axes(ax)
+    stds, gammas = [], []
+    for r in records:
+        if r["config"]["variant"] != "nobias":
+            continue
+        for layer in r["layers"]:
+            stds += layer["input_std"]
+            gammas += layer["gamma"]
+    ax.scatter(stds, gammas, s=6, alpha=0.4, color="#1f6fb4", label="one feature")
+    top = max(max(stds), max(gammas))
+    ax.plot([0, top], [0, top], color="black", ls="--", lw=1, label="gamma = input std (claim)")
+    ax.set_xlabel("standard deviation of BN's input")
+    ax.set_ylabel("learned gamma")
+    ax.set_title("Claim 10: what gamma learns, every feature of every BN layer", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_input_scaling(records, ax=None):
+    """Claim 11: each layer's gradient norm at initialisation (log scale), per input scaling
+    and initial scale (mean over seeds)."""
+    ax = _axes(ax)
+    for (variant, gain), runs in sorted(_claim_groups(records, "init_gain").items()):
+        color, label = CLAIM_STYLE[variant]
+        norms = np.mean([r["initial_grad_norms"] for r in runs], axis=0)
+        ax.plot(np.arange(1, len(norms) + 1), norms, color=color,
+                ls="-" if gain == 1.0 else "--", marker="o", ms=3,
+                label=f"{label}, He x {gain:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (1 = first)")
+    ax.set_ylabel("gradient norm of the layer's kernel at initialisation")
+    ax.set_title("Claim 11: plain 12-layer ReLU network, gradient norms by layer", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def _bars(ax, labels, values, errors, colors):
+    ax.bar(range(len(labels)), values, yerr=errors, color=colors, alpha=0.85, capsize=5)
+    ax.set_xticks(range(len(labels)), labels)
+
+
+def plot_regularisation(records, ax=None):
+    """Claim 5: the train-validation accuracy gap per variant, mean ± 1 std over seeds."""
+    ax = _axes(ax)
+    order = [v for v in ("none", "bn", "dropout", "bn+dropout") if v in _claim_groups(records)]
+    groups = _claim_groups(records)
+    gaps = [[r["train_accuracy"] - r["final_val_accuracy"] for r in groups[v]] for v in order]
+    _bars(ax, [CLAIM_STYLE[v][1] for v in order], [np.mean(g) for g in gaps],
+          [np.std(g) for g in gaps], [CLAIM_STYLE[v][0] for v in order])
+    ax.set_ylabel("training minus validation accuracy")
+    ax.set_title("Claim 5: overfitting with and without BN and dropout", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_inference_stats(records, ax=None):
+    """Claim 12: test accuracy with the moving statistics and with recomputed ones, after a
+    short and a long training, per BN momentum."""
+    ax = _axes(ax)
+    groups = _claim_groups(records, "steps")
+    keys = sorted(groups, key=lambda k: (k[1], k[0]))
+    labels, width = [], 0.38
+    for i, key in enumerate(keys):
+        moving = [r["test_accuracy_moving"] for r in groups[key]]
+        precise = [r["test_accuracy_precise"] for r in groups[key]]
+        ax.bar(i - width / 2, np.mean(moving), width, yerr=np.std(moving), color="#e07b00",
+               capsize=4, label="moving statistics" if i == 0 else None)
+        ax.bar(i + width / 2, np.mean(precise), width, yerr=np.std(precise), color="#1f6fb4",
+               capsize=4, label="recomputed statistics" if i == 0 else None)
+        labels.append(f"{CLAIM_STYLE[key[0]][1]}\n{key[1]} steps")
+    ax.set_xticks(range(len(keys)), labels, fontsize=8)
+    ax.set_ylabel("test accuracy (inference mode)")
+    ax.set_ylim(0, 1)
+    ax.set_title("Claim 12: BN's moving statistics against recomputed ones", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_bias_before_bn(records, ax=None):
+    """Claim 8: test accuracy with and without a bias before BN, mean ± 1 std over seeds."""
+    ax = _axes(ax)
+    groups = _claim_groups(records)
+    order = [v for v in ("bias", "nobias") if v in groups]
+    accs = [[r["test"]["accuracy"] for r in groups[v]] for v in order]
+    params = [groups[v][0]["n_params"]["trainable"] for v in order]
+    _bars(ax, [f"{CLAIM_STYLE[v][1]}\n{p:,} parameters" for v, p in zip(order, params)],
+          [np.mean(a) for a in accs], [np.std(a) for a in accs],
+          [CLAIM_STYLE[v][0] for v in order])
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title("Claim 8: a bias before BN", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+CLAIM_FIGURES = {
+    "ics": ("claim01-ics", plot_ics),
+    "init-scale": ("claim04-init-scale", lambda r: plot_sweep(r, "init_scale")),
+    "regularisation": ("claim05-regularisation", plot_regularisation),
+    "learning-rate": ("claim06-learning-rate", lambda r: plot_sweep(r, "learning_rate")),
+    "bias-before-bn": ("claim08-bias", plot_bias_before_bn),
+    "input-scaling": ("claim11-input-scaling", plot_input_scaling),
+    "inference-stats": ("claim12-inference-stats", plot_inference_stats),
+}
+
+
+def save_claim_figures(records, out_dir) -> list:
+    """One figure per claim experiment with results (full profile preferred), PNG and SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, (stem, plot) in CLAIM_FIGURES.items():
+        runs = [r for r in records if r["config"]["experiment"] == name]
+        profiles = {r["config"]["profile"] for r in runs}
+        if not runs:
+            continue
+        profile = "full" if "full" in profiles else "quick"
+        runs = [r for r in runs if r["config"]["profile"] == profile]
+        figures = [(stem, plot)]
+        if name == "bias-before-bn":
+            figures.append(("claim10-gamma", plot_gamma_beta))
+        for figure_stem, figure_plot in figures:
+            ax = figure_plot(runs)
+            for ext in ("png", "svg"):
+                path = out_dir / f"{figure_stem}-{profile}.{ext}"
+                ax.figure.savefig(path, dpi=120)
+                paths.append(path)
+            plt.close(ax.figure)
+    return paths

@@ -80,6 +80,9 @@ def test_quick_claim_run_end_to_end(tmp_path, capsys, monkeypatch):
     assert with_bias["training_mode_change_without_bias"] < 1e-5
     assert cli.main(["report", str(out), "--claims"]) == 0
     assert (out / claims.VERDICTS_FILE).read_text().startswith("claim 8:")
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    assert figures == ["claim08-bias-quick.png", "claim08-bias-quick.svg",
+                       "claim10-gamma-quick.png", "claim10-gamma-quick.svg"]
     # A claim result whose experiment definition changed is stale.
     path = next(out.rglob("nobias-*.json"))
     changed = claims.ClaimExperiment(**{
@@ -313,3 +316,21 @@ def test_quick_ics_run_shows_bn_steadying_the_input(tmp_path, capsys):
     drift = {r["config"]["variant"]: claims.ics_drift(r) for r in records}
     assert drift["bn"] < drift["none"] and drift["bn"] < drift["noisy-bn"]
     assert all(len(r["percentiles"]) == len(r["steps"]) == 11 for r in records)
+
+
+def test_claim_figures_label_what_they_show():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bncourse import plotting
+
+    records = [sweep_record("learning-rate", "learning_rate", v, k, s, a)
+               for v, vals in {"none": {0.01: 0.8, 1.0: 0.1}, "bn": {0.01: 0.8, 1.0: 0.75}}.items()
+               for k, a in vals.items() for s in (0, 1)]
+    ax = plotting.plot_sweep(records, "learning_rate")
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "learning rate (plain SGD)"
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["BN", "chance", "no BN"]
+    ics = [{"config": {"variant": v}, "steps": [0, 10, 20],
+            "percentiles": [[-1, 0, 1], [-1, 0.5, 1.5], [0, 1, 2]]} for v in ("none", "bn")]
+    ax = plotting.plot_ics(ics)
+    assert ax.get_xlabel() == "training step" and len(ax.get_lines()) == 2
