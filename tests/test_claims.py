@@ -334,3 +334,21 @@ def test_claim_figures_label_what_they_show():
             "percentiles": [[-1, 0, 1], [-1, 0.5, 1.5], [0, 1, 2]]} for v in ("none", "bn")]
     ax = plotting.plot_ics(ics)
     assert ax.get_xlabel() == "training step" and len(ax.get_lines()) == 2
+
+
+def test_claim_12_small_batches_compare_bn_with_group_norm():
+    def rec(variant, batch, seed, test):
+        config = dict(claims.claim_configs(claims.CLAIMS["small-batch"], "quick")[0],
+                      variant=variant, batch_size=batch, seed=seed)
+        r = {"config": config, "train_accuracy_training_mode": 0.9, "test": {"accuracy": test}}
+        if variant == "bn":
+            r["test_accuracy_recomputed"] = test + 0.01
+        return r
+
+    tests = {("bn", 2): 0.6, ("gn", 2): 0.8, ("ln", 2): 0.78,
+             ("bn", 32): 0.85, ("gn", 32): 0.84, ("ln", 32): 0.83}
+    records = [rec(v, b, s, a + 0.001 * s) for (v, b), a in tests.items() for s in (0, 1)]
+    (verdict,) = claims.CLAIMS["small-batch"].judge(records)
+    assert verdict.claim == 12 and verdict.verdict == "depends"
+    assert verdict.numbers["batch 2, bn: test accuracy with recomputed statistics"] == \
+        "0.611 ± 0.001"
