@@ -341,6 +341,37 @@ def plot_bias_before_bn(records, ax=None):
     return ax
 
 
+def plot_small_batch(records, ax=None):
+    """Claim 12: test accuracy against batch size for BN, GroupNorm and LayerNorm (BN also
+    with recomputed statistics), mean ± 1 std over seeds."""
+    ax = _axes(ax)
+    groups = _claim_groups(records, "batch_size")
+    names = {"bn": ("#1f6fb4", "BN"), "gn": ("#2ca02c", "GroupNorm (8 groups)"),
+             "ln": ("#9467bd", "LayerNorm")}
+    for variant, (color, label) in names.items():
+        batches = sorted(b for v, b in groups if v == variant)
+        if not batches:
+            continue
+        for key, style, suffix in (("test", "-", ""), ("test_accuracy_recomputed", "--",
+                                                          ", recomputed statistics")):
+            if key != "test" and variant != "bn":
+                continue
+            accs = [[r["test"]["accuracy"] if key == "test" else r[key]
+                     for r in groups[(variant, b)]] for b in batches]
+            ax.errorbar(batches, [np.mean(a) for a in accs], yerr=[np.std(a) for a in accs],
+                        color=color, ls=style, marker="o", capsize=4, label=label + suffix)
+    ax.set_xscale("log", base=2)
+    sizes = sorted({b for _, b in groups})
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("test accuracy (inference mode)")
+    ax.set_title("Claim 12: small batches, BN against batch-independent normalisations",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
 CLAIM_FIGURES = {
     "ics": ("claim01-ics", plot_ics),
     "init-scale": ("claim04-init-scale", lambda r: plot_sweep(r, "init_scale")),
@@ -349,6 +380,7 @@ CLAIM_FIGURES = {
     "bias-before-bn": ("claim08-bias", plot_bias_before_bn),
     "input-scaling": ("claim11-input-scaling", plot_input_scaling),
     "inference-stats": ("claim12-inference-stats", plot_inference_stats),
+    "small-batch": ("claim12-small-batch", plot_small_batch),
 }
 
 
