@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bncourse-installed
 JB_FLAGS := -W --keep-going
 
-.PHONY: setup data book test test-fast bench clean
+.PHONY: setup data book test test-fast bench reproduce clean
 
 setup: $(STAMP) data
 
@@ -48,6 +48,12 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bncourse.bench
+
+# The course's full experiments into results/, resumable: finished runs are skipped. Hours on
+# 2 CPU cores; stop it at any time and run it again to go on.
+reproduce: setup
+	$(VENV)/bin/bncourse reproduce --profile full
+	$(VENV)/bin/bncourse report results --claims
 
 clean:
 	rm -rf _build .pytest_cache
