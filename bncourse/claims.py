@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -70,13 +70,13 @@ class ClaimExperiment:
 
     name: str
     title: str
-    version: int
     variants: tuple
-    seeds: dict
     settings: dict
     train: Callable
     judge: Callable
     sweep: tuple | None = None
+    seeds: dict = field(default_factory=lambda: {"quick": (0,), "full": (0, 1, 2)})
+    version: int = 1
 
 
 def claim_configs(experiment: "ClaimExperiment", profile: str) -> list:
@@ -117,6 +117,19 @@ def _fmt(mean_std, digits=4):
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _progress_callbacks(on_epoch) -> list:
+    """Keras callbacks reporting each epoch and its seconds to ``on_epoch`` (progress)."""
+    if on_epoch is None:
+        return []
+    import keras
+
+    clock = {}
+    return [keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: on_epoch(
+            epoch, dict(logs or {}), time.perf_counter() - clock["start"]))]
+
+
 def _fashion_subset(n_train, n_test):
     (x_train, y_train), (x_test, y_test) = data.load_dataset("fashion_mnist")
     return ((data.scale_images(x_train[:n_train]), y_train[:n_train]),
@@ -141,13 +154,7 @@ def _train_bias_before_bn(config, on_epoch=None):
     model = models.build_mlp("before", use_bias=use_bias)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, nesterov=True),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    callbacks = []
-    if on_epoch is not None:
-        clock = {}
-        callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
-            on_epoch_end=lambda epoch, logs: on_epoch(
-                epoch, dict(logs or {}), time.perf_counter() - clock["start"])))
+    callbacks = _progress_callbacks(on_epoch)
     model.fit(x_train, y_train, epochs=config["epochs"], batch_size=32, verbose=0,
               callbacks=callbacks)
     test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
@@ -282,13 +289,8 @@ def _train_sweep(config, on_epoch=None):
         if logs and not np.isfinite(logs.get("loss", 0.0)):
             model.stop_training = True  # quietly, unlike keras.callbacks.TerminateOnNaN
 
-    callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_not_finite)]
-    if on_epoch is not None:
-        clock = {}
-        callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
-            on_epoch_end=lambda epoch, logs: on_epoch(
-                epoch, dict(logs or {}), time.perf_counter() - clock["start"])))
+    callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_not_finite),
+                 *_progress_callbacks(on_epoch)]
     fit = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config["epochs"],
                     batch_size=64, verbose=0, callbacks=callbacks)
     losses = fit.history["loss"]
@@ -501,13 +503,7 @@ def _train_regularisation(config, on_epoch=None):
     layers.append(keras.layers.Dense(10, activation="softmax"))
     model = keras.Sequential(layers)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    callbacks = []
-    if on_epoch is not None:
-        clock = {}
-        callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
-            on_epoch_end=lambda epoch, logs: on_epoch(
-                epoch, dict(logs or {}), time.perf_counter() - clock["start"])))
+    callbacks = _progress_callbacks(on_epoch)
     fit = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config["epochs"],
                     batch_size=64, verbose=0, callbacks=callbacks)
 
@@ -773,13 +769,7 @@ def _train_small_batch(config, on_epoch=None):
     x, x_test = data.add_channel_axis(x), data.add_channel_axis(x_test)
     model = models.build_cnn("before", bn_layer=NORM_LAYERS[config["variant"]])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    callbacks = []
-    if on_epoch is not None:
-        clock = {}
-        callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
-            on_epoch_end=lambda epoch, logs: on_epoch(
-                epoch, dict(logs or {}), time.perf_counter() - clock["start"])))
+    callbacks = _progress_callbacks(on_epoch)
     fit = model.fit(x, y, epochs=config["epochs"], batch_size=config["batch_size"], verbose=0,
                     callbacks=callbacks)
 
@@ -940,9 +930,7 @@ CLAIMS = {
             name="ics",
             title="Three hidden layers of 100 sigmoid units: a unit's input distribution over "
             "training, without BN, with BN, with BN plus per-step noise",
-            version=1,
             variants=("none", "bn", "noisy-bn"),
-            seeds={"quick": (0,), "full": (0, 1, 2)},
             settings={"quick": {"train": 10000, "test": 2000, "probe": 1000, "unit": 0,
                                 "steps": 300, "probe_every": 30, "batch_size": 60,
                                 "learning_rate": 0.5},
@@ -955,9 +943,7 @@ CLAIMS = {
         ClaimExperiment(
             name="bias-before-bn",
             title="MLP with BN before each ReLU, hidden layers with and without a bias",
-            version=1,
             variants=("bias", "nobias"),
-            seeds={"quick": (0,), "full": (0, 1, 2)},
             settings={
                 "quick": {"train": 3000, "test": 1000, "epochs": 2},
                 "full": {"train": 20000, "test": 10000, "epochs": 10},
@@ -968,9 +954,7 @@ CLAIMS = {
         ClaimExperiment(
             name="init-scale",
             title="Six-layer MLP, with and without BN, initial weights at 0.01x to 100x He",
-            version=1,
             variants=("none", "bn"),
-            seeds={"quick": (0,), "full": (0, 1, 2)},
             settings=_SWEEP_SETTINGS,
             sweep=("init_scale", {"quick": [0.01, 1.0, 100.0],
                                   "full": [0.01, 0.1, 1.0, 10.0, 100.0]}),
@@ -980,9 +964,7 @@ CLAIMS = {
         ClaimExperiment(
             name="learning-rate",
             title="Six-layer MLP, with and without BN, plain SGD at learning rates 0.001 to 10",
-            version=1,
             variants=("none", "bn"),
-            seeds={"quick": (0,), "full": (0, 1, 2)},
             settings=_SWEEP_SETTINGS,
             sweep=("learning_rate", {"quick": [0.01, 1.0], "full": [0.001, 0.01, 0.1, 1.0, 10.0]}),
             train=_train_sweep,
@@ -991,9 +973,7 @@ CLAIMS = {
         ClaimExperiment(
             name="regularisation",
             title="T1 MLP with and without BN, with and without dropout, on 10,000 images",
-            version=1,
             variants=("none", "bn", "dropout", "bn+dropout"),
-            seeds={"quick": (0,), "full": (0, 1, 2)},
             settings={"quick": {"train": 3000, "val": 1000, "test": 1000, "epochs": 3},
                       "full": {"train": 10000, "val": 5000, "test": 10000, "epochs": 20}},
             train=_train_regularisation,
@@ -1003,9 +983,7 @@ CLAIMS = {
             name="inference-stats",
             title="Tutorial CNN, BN momentum 0.99 and 0.9, short and long training: moving "
             "vs recomputed statistics",
-            version=1,
             variants=("m0.99", "m0.9"),
-            seeds={"quick": (0,), "full": (0, 1, 2)},
             settings={"quick": {"train": 5000, "test": 1000, "batch_size": 50,
                                 "recompute_on": 2000},
                       "full": {"train": 60000, "test": 10000, "batch_size": 250,
@@ -1018,9 +996,7 @@ CLAIMS = {
             name="small-batch",
             title="Tutorial CNN with BN, GroupNorm or LayerNorm before each ReLU, batch sizes "
             "2 to 32",
-            version=1,
             variants=("bn", "gn", "ln"),
-            seeds={"quick": (0,), "full": (0, 1, 2)},
             settings={"quick": {"train": 1000, "test": 1000, "epochs": 1},
                       "full": {"train": 10000, "test": 10000, "epochs": 3}},
             sweep=("batch_size", {"quick": [2, 32], "full": [2, 4, 8, 32]}),
@@ -1031,9 +1007,7 @@ CLAIMS = {
             name="input-scaling",
             title="Plain 12-layer ReLU MLP on raw, [0, 1] and standardised pixels: gradient "
             "norms per layer",
-            version=1,
             variants=("raw", "unit", "standard"),
-            seeds={"quick": (0,), "full": (0, 1, 2)},
             settings={"quick": {"train": 2000, "epochs": 1},
                       "full": {"train": 10000, "epochs": 5}},
             sweep=("init_gain", {"quick": [1.0, 1.5], "full": [1.0, 1.5]}),
