@@ -216,7 +216,11 @@ def cmd_compare(args, out=None):
         run_config(protocol, bn, seed, args.profile, epochs=args.epochs, dataset=dataset)
         for seed in args.seeds for bn in variants
     ]
-    out.write(f"{protocol.title}\nprofile {args.profile}: {len(configs)} run(s), "
+    data.load_dataset(dataset)  # fail here, in one line, if the data cannot be had
+    out.write(f"{protocol.title}\n")
+    if dataset != protocol.dataset:
+        out.write(f"dataset: {dataset}, in place of the protocol's {protocol.dataset}\n")
+    out.write(f"profile {args.profile}: {len(configs)} run(s), "
               f"{configs[0]['epochs']} epochs each, results in {out_dir}\n")
     if protocol.validation.get("keep_in_train"):
         out.write("note: as in the tutorial, the validation images are also training images, "

@@ -246,3 +246,12 @@ def test_help_explains_every_option():
     top = subprocess.run([Path(sys.executable).with_name("bncourse"), "--help"],
                          capture_output=True, text=True, timeout=60)
     assert top.returncode == 0 and "compare" in top.stdout and "reproduce" in top.stdout
+
+
+def test_compare_without_the_data_fails_in_one_line_before_training(tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.setattr(data, "load_dataset", _no_kmnist(data.load_dataset))
+    code, stdout, stderr = run_cli(["compare", "--dataset", "kmnist", "--out",
+                                    str(tmp_path / "r")], capsys)
+    assert code == 1 and stdout == ""
+    assert stderr == "error: dataset 'kmnist' was not found. Tried, in order: x\n"
