@@ -276,27 +276,27 @@ def cmd_report(args, out=None):
     records, bad = load_results(directory)
     if args.claims:
         from bncourse.claims import VERDICTS_FILE, format_verdicts, verdicts
+        from bncourse.plotting import save_claim_figures
 
-        table = format_verdicts(verdicts(records))
-        out.write(table + "\n")
-        if records:
-            (directory / VERDICTS_FILE).write_text(table + "\n")
-            out.write(f"wrote {directory / VERDICTS_FILE}\n")
-        if records and not args.no_figures:
-            from bncourse.plotting import save_claim_figures
-
-            figures = _writable_dir(args.figures or directory / "figures")
-            paths = save_claim_figures(records, figures)
-            out.write(f"wrote {len(paths)} claim figure files to {figures}\n")
-        return 1 if bad else 0
+        items = verdicts(records)
+        out.write(format_verdicts(items) + "\n")
+        verdicts_file = directory / VERDICTS_FILE
+        if items:
+            verdicts_file.write_text(format_verdicts(items) + "\n")
+            out.write(f"wrote {verdicts_file}\n")
+        elif verdicts_file.exists():
+            verdicts_file.unlink()  # no results behind it any more
+            out.write(f"removed {verdicts_file}: no claim can be judged from these results\n")
     else:
         out.write(format_table(summarize(records)) + "\n")
     for check in bad:
         out.write(f"problem: {check.path}: {'; '.join(check.problems)}\n")
-    if any(r["config"]["experiment"] in PROTOCOLS for r in records) and not args.no_figures:
+    if records and not args.no_figures:
         figures = _writable_dir(args.figures or directory / "figures")
-        paths = save_report_figures(records, figures)
-        out.write(f"wrote {len(paths)} figure files to {figures}\n")
+        save = save_claim_figures if args.claims else save_report_figures
+        paths = save(records, figures)
+        if paths:
+            out.write(f"wrote {len(paths)} figure files to {figures}\n")
     return 1 if bad else 0
 
 
