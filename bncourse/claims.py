@@ -759,7 +759,6 @@ def _train_small_batch(config, on_epoch=None):
     """The tutorial CNN with BN, GroupNorm (8 groups) or LayerNorm before each activation,
     trained with Adam at a given batch size on a fixed number of images; records the training
     accuracy as fit reports it (training mode) and the test accuracy (inference mode)."""
-    import keras
 
     from bncourse import models
     from bncourse.experiments import set_seed

@@ -1,6 +1,5 @@
 """The claims suite: configurations, verdicts from their stated rules, and a quick run."""
 
-import copy
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,6 @@
 """The bncourse command end to end: compare, reproduce, report, resume, and bad options."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def tiny_data(tmp_path, monkeypatch):
     """A generated Fashion-MNIST of 400 training and 100 test images, staged for the course."""
-    rng = np.random.default_rng(0)
     (x_train, _), (x_test, _) = fake_dataset(12, n_train=400, n_test=100)
     # Learnable labels: the class is the brightness decile of the image's top-left quarter.
     def labels(x):
@@ -29,7 +27,6 @@ def tiny_data(tmp_path, monkeypatch):
     staged = tmp_path / "staged"
     write_idx_set(staged / "fashion-mnist", ((x_train, labels(x_train)), (x_test, labels(x_test))))
     monkeypatch.setenv(data.DATA_DIR_ENV, str(staged))
-    del rng
     return staged
 
 

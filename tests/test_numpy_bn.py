@@ -10,14 +10,6 @@ keras = pytest.importorskip("keras", reason="keras is a dependency of bncourse")
 TOL = {np.float64: 1e-6, np.float32: 1e-5}
 
 
-def _keras_bn(axis, momentum, epsilon, center, scale, dtype, gamma, beta):
-    layer = keras.layers.BatchNormalization(
-        axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
-        dtype=np.dtype(dtype).name,
-    )
-    return layer
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
     "shape, axis",
