@@ -1,0 +1,51 @@
+"""nbgrader's configuration for the course; nbgrader reads it from the current directory.
+
+Run every nbgrader command from this folder, with the virtual environment's ``bin`` on
+``PATH`` (nbgrader runs ``alembic`` by name): ``make assignments`` and ``make autograde`` at
+the repository root do both.
+"""
+
+import os
+
+from bncourse.grading.autograde import MeasuredExecute, VerifyChecks
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    IgnorePattern,
+    LimitOutput,
+    SaveAutoGrades,
+)
+
+# TensorFlow's C++ start-up messages go to stderr, and any stderr output in a test cell
+# scores 0; the grading kernels inherit this setting.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+c = get_config()  # noqa: F821 (provided by nbgrader when it reads this file)
+
+c.CourseDirectory.course_id = "bncourse"
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+c.IncludeHeaderFooter.header = "source/header.ipynb"
+
+# Restore test cells that a student deleted (graded as the original, not "needs manual grade").
+c.OverwriteCells.add_missing_cells = True
+
+# The kernel's run, then the out-of-reach verification of every graded cell.
+c.Autograde.autograde_preprocessors = [
+    MeasuredExecute,
+    IgnorePattern,
+    VerifyChecks,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+# Only messages named here are removed from stderr: absl's notice printed before logging is
+# configured (TensorFlow), which is not the student's doing.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = (
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\n"
+)
+c.LimitOutput.max_lines = 1000
+c.LimitOutput.max_traceback = 100

@@ -1,0 +1,169 @@
+"""Comparisons that explain themselves: the messages a student reads when a check fails.
+
+Every function here either returns a one-line description of what matched ("exact",
+"approximately equal, largest difference 3e-08 at index (2, 1)") or raises an
+``AssertionError`` that says what was wrong: the type, the shape, the dtype, or the largest
+absolute and relative differences and where they are, followed by hints for the common
+mistakes that the caller recognised.
+
+NumPy's functions are looked up once, when this module is imported, and kept here under
+private names: a notebook that later replaces ``np.allclose`` or ``np.abs`` does not change
+what these comparisons compute. Types are checked with ``type(x) is``, so an object that
+claims to be equal to everything is refused before any comparison runs.
+"""
+
+from __future__ import annotations
+
+import numpy as _np
+
+_ndarray = _np.ndarray
+_abs = _np.abs
+_maximum = _np.maximum
+_argmax = _np.argmax
+_isnan = _np.isnan
+_isfinite = _np.isfinite
+_unravel = _np.unravel_index
+_array_equal = _np.array_equal
+_any = _np.any
+_all = _np.all
+_float64 = _np.float64
+_tiny = float(_np.finfo(_np.float64).tiny)
+_NUMERIC_KINDS = frozenset("fiub")
+
+
+def _where(shape, flat_index) -> str:
+    index = tuple(int(i) for i in _unravel(int(flat_index), shape))
+    return str(index[0]) if len(index) == 1 else str(index)
+
+
+def require_array(name: str, value, *, ndim: int | None = None) -> _ndarray:
+    """``value`` if it is a numeric NumPy array (exactly ``np.ndarray``), else AssertionError."""
+    if type(value) is not _ndarray:
+        raise AssertionError(
+            f"{name}: expected a NumPy array (numpy.ndarray), got {type(value).__name__}"
+        )
+    if value.dtype.kind not in _NUMERIC_KINDS:
+        raise AssertionError(f"{name}: expected a numeric array, got dtype {value.dtype}")
+    if ndim is not None and value.ndim != ndim:
+        raise AssertionError(
+            f"{name}: expected an array with {ndim} dimension(s), got shape {value.shape}"
+        )
+    return value
+
+
+def require_tuple(name: str, value, length: int) -> tuple:
+    """``value`` if it is a tuple (or list) of ``length`` items, else AssertionError."""
+    if type(value) not in (tuple, list):
+        raise AssertionError(
+            f"{name}: expected a tuple of {length} values, got {type(value).__name__}"
+        )
+    if len(value) != length:
+        raise AssertionError(f"{name}: expected {length} values, got {len(value)}")
+    return tuple(value)
+
+
+def _close(actual, expected, rtol, atol) -> bool:
+    if actual.shape != expected.shape:
+        return False
+    a = actual.astype(_float64)
+    e = expected.astype(_float64)
+    nan_a, nan_e = _isnan(a), _isnan(e)
+    if not _array_equal(nan_a, nan_e):
+        return False
+    ok = nan_a | (_abs(a - e) <= atol + rtol * _abs(e))
+    return bool(_all(ok))
+
+
+def assert_close(
+    name: str,
+    actual,
+    expected,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    check_dtype: bool = True,
+    hints=(),
+) -> str:
+    """Check that ``actual`` equals ``expected`` element-wise within ``atol + rtol*|expected|``.
+
+    Args:
+        name: what is compared, as the student knows it ("out", "dgamma").
+        actual: the student's value; must be exactly a numeric ``np.ndarray``.
+        expected: the reference array.
+        rtol, atol: the tolerances, as in ``np.allclose``.
+        check_dtype: if True, the dtypes must be the same.
+        hints: ``(description, wrong_array)`` pairs, one per common mistake; when
+            ``actual`` matches a wrong array, the message names the mistake.
+
+    Returns:
+        A description of the match: "exact" or "approximately equal, ...".
+    """
+    actual = require_array(name, actual)
+    if actual.shape != expected.shape:
+        raise AssertionError(
+            f"{name}: expected shape {expected.shape}, got shape {actual.shape}"
+        )
+    if check_dtype and actual.dtype != expected.dtype:
+        raise AssertionError(
+            f"{name}: expected dtype {expected.dtype}, got dtype {actual.dtype} "
+            "(compute in the input's precision and return that dtype)"
+        )
+    if _array_equal(actual, expected):
+        return "exact"
+    a = actual.astype(_float64)
+    e = expected.astype(_float64)
+    if actual.size and not _all(_isfinite(a)) and _all(_isfinite(e)):
+        bad = _argmax(~_isfinite(a))
+        raise AssertionError(
+            f"{name}: your array has non-finite values (first at index "
+            f"{_where(a.shape, bad)}: {a.reshape(-1)[bad]}) where none were expected"
+        )
+    diff = _abs(a - e)
+    diff[_isnan(a) & _isnan(e)] = 0.0
+    worst = _argmax(diff)
+    rel = diff / _maximum(_abs(e), _tiny)
+    worst_rel = _argmax(rel)
+    summary = (
+        f"largest absolute difference {diff.reshape(-1)[worst]:.3g} at index "
+        f"{_where(a.shape, worst)} (got {a.reshape(-1)[worst]:.6g}, expected "
+        f"{e.reshape(-1)[worst]:.6g}); largest relative difference "
+        f"{rel.reshape(-1)[worst_rel]:.3g} at index {_where(a.shape, worst_rel)}"
+    )
+    if _close(actual, expected, rtol, atol):
+        return f"approximately equal, {summary}"
+    lines = [f"{name}: values differ beyond rtol={rtol:g}, atol={atol:g}: {summary}"]
+    for description, wrong in hints:
+        wrong = _np.asarray(wrong)
+        if wrong.shape == actual.shape and _close(actual, wrong, rtol, atol):
+            lines.append(f"hint: your {name} matches what you get when {description}")
+    raise AssertionError("\n".join(lines))
+
+
+def assert_equal(name: str, actual, expected) -> str:
+    """Check a plain value (str, int, float, bool, tuple of those) for exact equality.
+
+    The type must be the expected one too, so an object that compares equal to anything
+    does not pass.
+    """
+    if type(actual) is not type(expected):
+        raise AssertionError(
+            f"{name}: expected a {type(expected).__name__} ({expected!r}), "
+            f"got a {type(actual).__name__} ({actual!r})"
+        )
+    if actual != expected:
+        raise AssertionError(f"{name}: expected {expected!r}, got {actual!r}")
+    return "exact"
+
+
+def assert_unchanged(name: str, before: _ndarray, after: _ndarray) -> None:
+    """AssertionError if a function modified its input array ``name`` in place."""
+    if not _array_equal(before, after, equal_nan=True):
+        raise AssertionError(
+            f"your function changed its input {name} in place; work on a copy "
+            "(or compute new arrays) so that the caller's data is left as it was"
+        )
+
+
+def any_true(values) -> bool:
+    """``np.any`` as it was at import time."""
+    return bool(_any(values))

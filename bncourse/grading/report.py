@@ -1,0 +1,181 @@
+"""The class report after autograding: each student's score per problem set, and why.
+
+nbgrader's export shows 0.0 for an honest zero, a crashed notebook, an unreadable file and a
+missing submission alike. This report tells them apart:
+
+- ``missing``: no submission for this problem set;
+- ``crashed``: submitted, but no autograded notebook came out (invalid JSON, a kernel that
+  died, ...), with the reason when it can be found;
+- ``timed out``: graded, but at least one cell ran past the time limit;
+- ``tampered``: graded, and at least one test cell passed in the student's kernel but failed
+  when the checks were run again out of the notebook's reach (it scores 0);
+- ``graded``: none of the above (``zero`` when the score is 0).
+
+Run from the course root (``assignments/``)::
+
+    python -m bncourse.grading.report [--csv FILE] [ASSIGNMENT ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Row:
+    """One student's result on one problem set."""
+
+    student: str
+    assignment: str
+    score: float | None
+    max_score: float
+    status: str
+    flags: list = field(default_factory=list)
+    needs_manual_grade: bool = False
+    kernel_seconds: float | None = None
+    kernel_peak_mb: float | None = None
+
+
+def _notebook_problem(path: Path) -> str | None:
+    """Why a submitted notebook cannot be read, or None if it can."""
+    import nbformat
+    from nbformat.reader import NotJSONError
+
+    try:
+        nbformat.read(str(path), as_version=4)
+    except (NotJSONError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        return f"{path.name} is not valid JSON ({err.__class__.__name__})"
+    except Exception as err:  # nbformat raises several kinds for a broken notebook
+        return f"{path.name} is not a valid notebook ({err.__class__.__name__}: {str(err)[:200]})"
+    return None
+
+
+def collect(root=".", assignments=None) -> list[Row]:
+    """Classify every (student, problem set) pair known to the gradebook in ``root``."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    root = Path(root)
+    rows = []
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        names = [a.name for a in gb.assignments]
+        if assignments:
+            unknown = sorted(set(assignments) - set(names))
+            if unknown:
+                raise ValueError(f"unknown assignment(s): {', '.join(unknown)}; "
+                                 f"the gradebook has: {', '.join(names) or 'none'}")
+            names = [n for n in names if n in assignments]
+        students = sorted(s.id for s in gb.students)
+        for name in names:
+            assignment = gb.find_assignment(name)
+            notebooks = [nb.name for nb in assignment.notebooks]
+            for student in students:
+                rows.append(_row(gb, MissingEntry, root, name, notebooks, student,
+                                 assignment.max_score))
+    return rows
+
+
+def _row(gb, MissingEntry, root, name, notebooks, student, max_score) -> Row:
+    submitted = root / "submitted" / student / name
+    if not submitted.is_dir():
+        return Row(student, name, None, max_score, "missing")
+    try:
+        submission = gb.find_submission(name, student)
+    except MissingEntry:
+        submission = None
+    row = Row(student, name, submission.score if submission else None, max_score, "graded")
+    if submission is not None:
+        row.needs_manual_grade = bool(submission.needs_manual_grade)
+    problems = []
+    for nb in notebooks:
+        autograded = root / "autograded" / student / name / f"{nb}.ipynb"
+        sub_nb = submitted / f"{nb}.ipynb"
+        if not sub_nb.exists():
+            problems.append(f"{nb}.ipynb not submitted")
+            continue
+        if not autograded.exists():
+            problems.append(_notebook_problem(sub_nb) or
+                            f"{nb}.ipynb could not be graded (the kernel died or nbgrader failed)")
+            continue
+        report = root / "verification" / student / name / f"{nb}.json"
+        if report.exists():
+            data = json.loads(report.read_text())
+            if data.get("kernel_timed_out"):
+                row.flags.append("timed out: " + ", ".join(map(str, data["kernel_timed_out"])))
+            if data.get("tampered"):
+                row.flags.append("tampered: " + ", ".join(data["tampered"]))
+            row.kernel_seconds = data.get("kernel_seconds")
+            row.kernel_peak_mb = data.get("kernel_peak_mb")
+    if problems:
+        row.status = "crashed"
+        row.flags = problems + row.flags
+        row.score = None
+    elif any(f.startswith("tampered") for f in row.flags):
+        row.status = "tampered"
+    elif any(f.startswith("timed out") for f in row.flags):
+        row.status = "timed out"
+    elif row.score == 0:
+        row.status = "zero"
+    return row
+
+
+def format_report(rows: list[Row]) -> str:
+    """A plain-text table, one line per student and problem set, then the counts."""
+    lines = [f"{'student':<16} {'problem set':<18} {'score':>11}  {'status':<10} details"]
+    for r in rows:
+        score = "-" if r.score is None else f"{r.score:g}/{r.max_score:g}"
+        details = "; ".join(r.flags)
+        if r.needs_manual_grade:
+            details = "; ".join(filter(None, [details, "needs manual grading"]))
+        lines.append(f"{r.student:<16} {r.assignment:<18} {score:>11}  {r.status:<10} {details}")
+    counts = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    lines.append("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[Row], path) -> None:
+    """The report as CSV, one row per student and problem set."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "assignment", "score", "max_score", "status", "flags",
+                         "needs_manual_grade", "kernel_seconds", "kernel_peak_mb"])
+        for r in rows:
+            writer.writerow([r.student, r.assignment, "" if r.score is None else r.score,
+                             r.max_score, r.status, " | ".join(r.flags), r.needs_manual_grade,
+                             r.kernel_seconds, r.kernel_peak_mb])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bncourse.grading.report",
+        description="Scores per student and problem set after `nbgrader autograde`, with "
+        "crashed, timed-out, missing and tampered submissions flagged apart from honest "
+        "zeros. Run it from the course root (assignments/).",
+    )
+    parser.add_argument("assignments", nargs="*", help="problem sets to report (default: all)")
+    parser.add_argument("--csv", metavar="FILE", help="also write the report as CSV")
+    args = parser.parse_args(argv)
+    if not Path("gradebook.db").exists():
+        print("error: no gradebook.db here; run this from the course root after "
+              "`nbgrader autograde`", file=sys.stderr)
+        return 2
+    try:
+        rows = collect(".", args.assignments)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_report(rows))
+    if args.csv:
+        write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
