@@ -1,14 +1,27 @@
-"""A throw-away nbgrader course for tests: copy the sources, run nbgrader, build submissions."""
+"""A throw-away nbgrader course for tests: copy the sources, run nbgrader, build submissions.
+
+A problem set's test module lists :class:`Case` submissions (its own plus
+:func:`common_cases`), grades them as one class with :func:`grade_class`: generate the
+student version, validate the source and the blank release, autograde every submission in
+one run, generate feedback, export grades and write the class report; then asserts each
+case with :func:`check_case`: every cell's score from the gradebook, the report's status and
+flags, and the feedback. Scores are read through ``nbgrader.api.Gradebook``, never from exit
+codes or logs (``autograde`` exits 1 as soon as one student breaks).
+"""
 
 from __future__ import annotations
 
 import copy
+import csv
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 
@@ -154,3 +167,119 @@ def validate(path: Path) -> dict:
     failed = sorted(ids.get(c["source"], c["source"][:60]) for c in result.get("failed", []))
     problems = {k: v for k, v in result.items() if k != "failed"}
     return {"passed": not result, "failed": failed, "other": problems}
+
+
+# --------------------------------------------------------------------------- a graded class
+
+ALL = "all"
+
+
+@dataclass
+class Ctx:
+    source: object
+    release: object
+    solution: object
+
+
+@dataclass
+class Case:
+    """A submission, the automatically graded cells it must fail, and its report status."""
+
+    name: str
+    build: Callable[[Ctx], object]
+    failing: object = ()
+    status: str = "graded"
+    flags: tuple = ()
+    feedback_contains: tuple = ()
+    visible_pass: tuple = ()
+
+
+def common_cases(first_test: str, setup: str = "setup") -> list[Case]:
+    """Cases that every problem set gets, whatever it asks for."""
+    return [
+        Case("reference", lambda c: c.solution),
+        Case("untouched", lambda c: c.release, failing=ALL, status="zero"),
+        Case("deleted_test", lambda c: delete_cell(c.solution, first_test)),
+        Case("kernel_name", lambda c: with_kernel(c.solution, "no-such-kernel")),
+        Case("os_exit", lambda c: insert_after(c.solution, setup, "import os\nos._exit(1)"),
+             failing=ALL, status="crashed", flags=("could not be graded",)),
+        Case("truncated_json", lambda c: truncated(c.solution), failing=ALL, status="crashed",
+             flags=("not valid JSON",)),
+        Case("rebind_check",
+             lambda c: insert_after(c.release, setup,
+                                    'check = lambda *args, **kwargs: print("ok")'),
+             failing=ALL, status="tampered", flags=("tampered",)),
+        Case("hide_traceback",
+             lambda c: insert_after(
+                 c.release, setup,
+                 "ip = get_ipython()\n"
+                 "ip.set_custom_exc((BaseException,), lambda *args, **kwargs: None)\n"
+                 "ip.showtraceback = lambda *args, **kwargs: None"),
+             failing=ALL, status="zero"),
+        Case("print_5000_lines",
+             lambda c: insert_after(c.solution, first_test.replace("test_", "", 1),
+                                    "for i in range(5000):\n    print('line', i)")),
+    ]
+
+
+@dataclass
+class Graded:
+    course: Course
+    scores: dict
+    points: dict
+    report: dict
+    validation: dict = field(default_factory=dict)
+    autograde_seconds: float = 0.0
+
+
+def grade_class(tmp_path_factory, assignment: str, cases, cell_timeout: float) -> Graded:
+    """Submit every case as a student, autograde the class once, report and export."""
+    course = Course(tmp_path_factory.mktemp(assignment), cell_timeout=cell_timeout)
+    course.generate(assignment)
+    source, release = course.source(assignment), course.release(assignment)
+    ctx = Ctx(source, release, solved(release, source))
+    validation = {
+        "source": validate(course.path / "source" / assignment / f"{assignment}.ipynb"),
+        "release": validate(course.path / "release" / assignment / f"{assignment}.ipynb"),
+    }
+    for case in cases:
+        path = course.submit(case.name, assignment, case.build(ctx))
+        if case.visible_pass:
+            validation[case.name] = validate(path)
+    started = time.perf_counter()
+    course.nbgrader("autograde", assignment, "--create", check=False)
+    seconds = time.perf_counter() - started
+    course.nbgrader("generate_feedback", assignment, check=False)
+    course.nbgrader("export", check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bncourse.grading.report", assignment, "--csv", "report.csv"],
+        cwd=course.path, capture_output=True, text=True, env=course.env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with open(course.path / "report.csv") as f:
+        report = {row["student"]: row for row in csv.DictReader(f)}
+    return Graded(course, course.scores(assignment), course.max_points(assignment), report,
+                  validation, seconds)
+
+
+def check_case(graded: Graded, assignment: str, case: Case):
+    """Assert a case's status, flags, per-cell scores (from the gradebook) and feedback."""
+    row = graded.report[case.name]
+    assert row["status"] == case.status, (row, graded.course.path)
+    for flag in case.flags:
+        assert flag in row["flags"], row
+    if case.status == "crashed":
+        assert row["score"] == ""
+        return
+    failing = set(graded.points) if case.failing == ALL else set(case.failing)
+    assert failing <= set(graded.points), failing - set(graded.points)
+    expected = {g: 0.0 if g in failing else p for g, p in graded.points.items()}
+    got = {g: s for g, s in graded.scores[case.name].items() if g in graded.points}
+    assert got == expected, f"{case.name}: {graded.course.path}"
+    for gid in case.visible_pass:
+        assert gid not in graded.validation[case.name]["failed"], graded.validation[case.name]
+    feedback = graded.course.path / "feedback" / case.name / assignment / f"{assignment}.html"
+    assert feedback.exists(), feedback
+    html = feedback.read_text()
+    for text in case.feedback_contains:
+        assert text in html, f"{case.name}: {text!r} not in the feedback"
