@@ -181,6 +181,15 @@ def check_result(path) -> Check:
     return Check(path, record, problems)
 
 
+def repository_results_dir() -> Path | None:
+    """Where the course's committed full results are: ``$BNCOURSE_RESULTS_DIR`` if set, else
+    the ``results/`` folder of the source checkout this package runs from, else None."""
+    if os.environ.get("BNCOURSE_RESULTS_DIR"):
+        return Path(os.environ["BNCOURSE_RESULTS_DIR"])
+    candidate = Path(__file__).resolve().parent.parent / "results"
+    return candidate if candidate.is_dir() else None
+
+
 def load_results(directory, *, include_bad=False):
     """Every result under ``directory``, checked; by default only the good ones' records.
 

@@ -21,7 +21,8 @@ from . import registry, sandbox
 from .compare import assert_close, assert_equal
 from .registry import PROBLEM_SETS, problem_set
 
-__all__ = ["seal", "assert_close", "assert_equal", "PROBLEM_SETS", "problem_set"]
+__all__ = ["seal", "full_results", "assert_close", "assert_equal", "PROBLEM_SETS",
+           "problem_set"]
 
 _STATE = {"child": False}
 
@@ -42,6 +43,8 @@ def seal(name: str):
         return _no_check
     checks = registry.checks_of(ps)
     registry.capture_references(ps)
+    if "bncourse.results" in ps.references:
+        _STATE["full_results"] = _full_results_tables()
     sandbox.seal(ps)
     print_ = print
     stdout = sys.stdout
@@ -69,3 +72,36 @@ def seal(name: str):
             print_(f"    {line}", file=stdout)
 
     return check
+
+
+def _full_results_tables() -> dict:
+    """``{experiment: table}`` of the committed full results (read before sealing)."""
+    results = registry.reference("bncourse.results")
+    directory = results.repository_results_dir()
+    if directory is None:
+        return {}
+    records, _ = results.load_results(directory)
+    tables = {}
+    for row in results.summarize(records):
+        if row["profile"] == "full":
+            tables.setdefault(row["experiment"], []).append(row)
+    return {name: results.format_table(rows) for name, rows in tables.items()}
+
+
+def full_results(experiment: str = "t1-mlp") -> str:
+    """The book's table of ``experiment``'s full-profile results, for a notebook to show.
+
+    In a sealed kernel the tables were read when it was sealed (reading results needs
+    modules that sealing blocks). Says so when the results are not available, as with a
+    package installed without the repository.
+    """
+    if _STATE["child"]:
+        return ""
+    tables = _STATE.get("full_results")
+    if tables is None:
+        tables = _full_results_tables()
+    if experiment in tables:
+        return tables[experiment]
+    return (f"No full results of {experiment} were found (set BNCOURSE_RESULTS_DIR to the "
+            "repository's results/ folder); the book's chapter on reproducing the tutorials "
+            "shows them.")

@@ -22,7 +22,7 @@ from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Unicode
 
 from .registry import PROBLEM_SETS, cell_timeout
-from .sandbox import checks_in_cell, is_test_cell, verify
+from .sandbox import checks_in_cell, is_demo_cell, is_test_cell, verify
 
 TIMEOUT_ENAMES = frozenset({"CellTimeoutError", "TimeoutError"})
 
@@ -88,7 +88,7 @@ class VerifyChecks(NbGraderPreprocessor):
             self.log.warning("no bncourse checks for assignment %s", info["assignment"])
             return nb, resources
         code_cells = [c for c in nb.cells if c.cell_type == "code"]
-        sources = [c.source for c in code_cells if not is_test_cell(c)]
+        sources = [c.source for c in code_cells if not (is_test_cell(c) or is_demo_cell(c))]
         tests = [(c, checks_in_cell(c.source)) for c in code_cells if is_test_cell(c)]
         checks = [pair for _, pairs in tests for pair in pairs]
         cwd = resources.get("metadata", {}).get("path") or "."

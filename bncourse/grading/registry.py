@@ -103,9 +103,9 @@ PROBLEM_SETS = {
             "ps4-experiment",
             "bncourse.grading.experiment",
             frameworks=True,
-            allowed=("bncourse.data", "bncourse.results"),
-            preload=("keras", "matplotlib.pyplot", "bncourse.data", "bncourse.results"),
-            references=("keras", "bncourse.grading.solutions"),
+            allowed=("bncourse.data",),
+            preload=("keras", "matplotlib.pyplot", "bncourse.data"),
+            references=("bncourse.models", "bncourse.results", "bncourse.grading.solutions"),
             cell_timeout=120,
         ),
     )

@@ -11,7 +11,7 @@ Two lines of defence keep a grade honest:
    hide tracebacks, dig references out of closures). So at autograde time
    :func:`verify` runs the submission again in a fresh sealed Python process that never
    loads the references: it executes the student's cells (every code cell but the test
-   cells), calls each check's ``produce`` on the student's objects and saves what they
+   cells and the instructor's locked ``demo`` cells), calls each check's ``produce`` on the student's objects and saves what they
    computed as plain arrays (``.npz`` without pickles). The arrays are judged here, in a
    process that ran no student code. A test cell that passed in the notebook but whose
    checks fail here is marked failed and flagged as tampered.
@@ -151,6 +151,15 @@ def checks_in_cell(source: str) -> list[tuple[str, str]]:
             calls.append((node.args[0].value, ast.get_source_segment(source, node.args[1])))
     calls.sort(key=lambda c: source.index(c[1]) if c[1] in source else 0)
     return calls
+
+
+def is_demo_cell(cell) -> bool:
+    """True for a locked instructor cell named ``demo...``: it shows something and defines
+    nothing the checks need, so verification skips it."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return (cell.get("cell_type") == "code" and bool(meta.get("locked"))
+            and not meta.get("grade") and not meta.get("solution")
+            and str(meta.get("grade_id", "")).startswith("demo"))
 
 
 def is_test_cell(cell) -> bool:

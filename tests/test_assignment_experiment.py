@@ -1,0 +1,165 @@
+"""ps4-experiment graded for real: a class of good and bad submissions, autograded in one run.
+
+See ``nbgrader_course.py`` for how a class is built and checked. Each submission trains the
+MLP within the problem set's budget, so this class takes minutes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from nbgrader_course import Case, check_case, common_cases, grade_class, insert_after, replace_cell
+
+pytestmark = pytest.mark.slow
+
+_SUMMARIZE_ZERO_BASED = (
+    "def summarize(results):\n"
+    "    table = {}\n"
+    "    for bn, (history, test_accuracy) in results.items():\n"
+    "        val = history['val_accuracy']\n"
+    "        best = max(range(len(val)), key=lambda i: (val[i], -i))\n"
+    "        table[bn] = {'test_accuracy': test_accuracy,\n"
+    "                     'best_val_accuracy': val[best], 'best_epoch': best}\n"
+    "    return table\n"
+)
+
+EXPERIMENT_CASES = common_cases("test_build_model") + [
+    Case(
+        "passes_visible_only",
+        lambda c: replace_cell(c.solution, "plot_curves", (
+            "def plot_curves(results):\n"
+            "    fig, ax = plt.subplots()\n"
+            "    for bn, (history, _) in results.items():\n"
+            "        ax.plot([1, 2, 3], history['val_accuracy'], '-', label=f'{bn} (validation)')\n"
+            "        ax.plot([1, 2, 3], history['accuracy'], '--', label=f'{bn} (training)')\n"
+            "    ax.set_xlabel('epoch')\n"
+            "    ax.set_ylabel('accuracy')\n"
+            "    ax.legend()\n"
+            "    return ax\n")),
+        failing=("test_plot_curves",),
+        visible_pass=("test_plot_curves",),
+    ),
+    Case(
+        "partial",
+        lambda c: replace_cell(
+            replace_cell(c.solution, "summarize",
+                         "def summarize(results):\n    raise NotImplementedError()\n"),
+            "plot_curves", "def plot_curves(results):\n    raise NotImplementedError()\n"),
+        failing=("test_summarize", "test_plot_curves"),
+    ),
+    Case(
+        "epochs_from_zero",
+        lambda c: replace_cell(c.solution, "summarize", _SUMMARIZE_ZERO_BASED),
+        failing=("test_summarize",),
+        feedback_contains=("you count epochs from 0",),
+    ),
+    Case(
+        "edited_test",
+        lambda c: replace_cell(
+            replace_cell(c.solution, "build_model", (
+                "def build_model(bn):\n"
+                "    return keras.Sequential([\n"
+                "        keras.Input(shape=(28, 28)), keras.layers.Flatten(),\n"
+                "        keras.layers.Dense(300, activation='relu'),\n"
+                "        keras.layers.Dense(200, activation='relu'),\n"
+                "        keras.layers.Dense(100, activation='relu'),\n"
+                "        keras.layers.Dense(10, activation='softmax')])\n")),
+            "test_build_model", 'print("ok")'),
+        failing=("test_build_model", "test_train_variant"),
+    ),
+    Case(
+        "infinite_loop",
+        lambda c: replace_cell(c.solution, "summarize",
+                               "def summarize(results):\n    while True:\n        pass\n"),
+        failing=("test_summarize",), status="timed out", flags=("timed out",),
+    ),
+    Case(
+        "patched_allclose",
+        lambda c: insert_after(
+            replace_cell(c.solution, "summarize", _SUMMARIZE_ZERO_BASED), "setup",
+            "np.allclose = lambda *args, **kwargs: True\n"
+            "np.array_equal = lambda *args, **kwargs: True"),
+        failing=("test_summarize",),
+    ),
+    Case(
+        "always_equal_object",
+        lambda c: replace_cell(c.solution, "summarize", (
+            "class AlwaysEqual(dict):\n"
+            "    def __eq__(self, other):\n"
+            "        return True\n"
+            "    def __getitem__(self, key):\n"
+            "        return self\n"
+            "    def __contains__(self, key):\n"
+            "        return True\n"
+            "def summarize(results):\n"
+            "    return AlwaysEqual()\n")),
+        failing=("test_summarize",),
+        feedback_contains=("summarize must return a dict",),
+    ),
+    Case(
+        "patched_checks",
+        lambda c: insert_after(
+            replace_cell(c.solution, "summarize", _SUMMARIZE_ZERO_BASED), "setup",
+            "import dataclasses\n"
+            "import bncourse.grading.experiment as _e\n"
+            "for _id in ('ps4-experiment.summary_visible', 'ps4-experiment.summary'):\n"
+            "    _e.CHECKS[_id] = dataclasses.replace(_e.CHECKS[_id],\n"
+            "                                         judge=lambda inputs, outputs: [])\n"),
+        failing=("test_summarize",), status="tampered", flags=("tampered",),
+    ),
+    Case(
+        "imports_reference",
+        lambda c: replace_cell(c.solution, "build_model", (
+            "from bncourse.models import build_mlp\n"
+            "def build_model(bn):\n"
+            "    return build_mlp(None if bn == 'none' else bn)\n")),
+        failing=("test_build_model", "test_train_variant"),
+    ),
+    Case(
+        "digs_out_reference",
+        lambda c: replace_cell(c.solution, "build_model", (
+            "import gc\n"
+            "_build = next(f for f in gc.get_objects()\n"
+            "              if getattr(f, '__name__', '') == 'build_mlp'\n"
+            "              and getattr(f, '__module__', '') == 'bncourse.models')\n"
+            "def build_model(bn):\n"
+            "    return _build(None if bn == 'none' else bn)\n")),
+        failing=("test_build_model", "test_train_variant"), status="tampered",
+        flags=("tampered",),
+    ),
+    Case(
+        "library_warning",
+        lambda c: replace_cell(c.solution, "build_model", (
+            "def build_model(bn):\n"
+            "    # input_shape= on a layer still works in Keras 3, with a UserWarning\n"
+            "    layers = [keras.layers.Flatten(input_shape=(28, 28))]\n"
+            "    for units in (300, 200, 100):\n"
+            "        if bn == 'before':\n"
+            "            layers += [keras.layers.Dense(units, use_bias=False),\n"
+            "                       keras.layers.BatchNormalization(),\n"
+            "                       keras.layers.Activation('relu')]\n"
+            "        elif bn == 'after':\n"
+            "            layers += [keras.layers.Dense(units, activation='relu'),\n"
+            "                       keras.layers.BatchNormalization()]\n"
+            "        else:\n"
+            "            layers.append(keras.layers.Dense(units, activation='relu'))\n"
+            "    layers.append(keras.layers.Dense(10, activation='softmax'))\n"
+            "    return keras.Sequential(layers)\n")),
+        feedback_contains=("note: a warning was raised: UserWarning",),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def experiment_class(tmp_path_factory):
+    return grade_class(tmp_path_factory, "ps4-experiment", EXPERIMENT_CASES, cell_timeout=60)
+
+
+@pytest.mark.parametrize("case", EXPERIMENT_CASES, ids=lambda c: c.name)
+def test_experiment_class(experiment_class, case):
+    check_case(experiment_class, "ps4-experiment", case)
+
+
+def test_experiment_validation(experiment_class):
+    assert experiment_class.validation["source"]["passed"], experiment_class.validation["source"]
+    assert not experiment_class.validation["release"]["passed"]
