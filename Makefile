@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bncourse-installed
 JB_FLAGS := -W --keep-going
 
-.PHONY: setup data book test test-fast bench reproduce clean
+.PHONY: setup data book test test-fast bench reproduce assignments autograde clean
 
 setup: $(STAMP) data
 
@@ -54,6 +54,29 @@ bench: setup
 reproduce: setup
 	$(VENV)/bin/bncourse reproduce --profile full
 	$(VENV)/bin/bncourse report results --claims
+
+# The nbgrader course (assignments/). nbgrader reads its configuration from the current
+# directory and runs `alembic` by name, so every command runs in assignments/ with the
+# virtual environment's bin first on PATH.
+PROBLEM_SETS := ps1-forward ps2-backward ps3-keras-layer ps4-experiment
+NBGRADER_ENV := cd assignments && PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+
+# The student versions, in assignments/release/.
+assignments: setup
+	$(NBGRADER_ENV) && for ps in $(PROBLEM_SETS); do \
+	  nbgrader generate_assignment $$ps --force || exit 1; done
+
+# Autograde every submission under assignments/submitted/, generate feedback, export the
+# grades (grades.csv) and print the class report (also report.csv). `nbgrader autograde`
+# exits non-zero when one submission breaks; the others are still graded and the report
+# says which one broke and why, so the target goes on.
+autograde: setup data
+	$(NBGRADER_ENV) && for ps in $(PROBLEM_SETS); do \
+	  if ls -d submitted/*/$$ps >/dev/null 2>&1; then \
+	    nbgrader autograde $$ps --create || echo "note: some $$ps submissions could not be graded; see the report below"; \
+	    nbgrader generate_feedback $$ps || true; \
+	  fi; done; \
+	nbgrader export && python -m bncourse.grading.report --csv report.csv
 
 clean:
 	rm -rf _build .pytest_cache
