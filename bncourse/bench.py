@@ -1,4 +1,4 @@
-"""Benchmarks that print ratios: ``python -m bncourse.bench [numpy|fold]``.
+"""Benchmarks that print ratios: ``python -m bncourse.bench [numpy|fold|grading]``.
 
 ``numpy`` (the default): for ``x`` of shape (4096, 1024) float32, the median time of our
 training-mode forward, our staged and closed-form backward, Keras's BatchNormalization
@@ -9,6 +9,10 @@ copy, which is the floor set by memory bandwidth.
 BN, the same model folded by :func:`bncourse.fold.fold_batchnorm`, and the same
 architecture without BN, for the MLP and the CNN with BN before and after the activation;
 each as a ratio to the model without BN.
+
+``grading``: the autograding budgets (:mod:`bncourse.grading.bench`): each problem set's
+reference solution autograded alone, with the grading kernel's time and peak memory, and a
+class of 40 ps1-forward submissions.
 
 Nothing here asserts a time: the numbers are for reading, side by side, from one run on one
 machine.
@@ -167,7 +171,8 @@ def format_fold_table(rows, n_images) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bncourse.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", choices=("numpy", "fold"), default="numpy",
+    parser.add_argument("which", nargs="?", choices=("numpy", "fold", "grading"),
+                        default="numpy",
                         help="which benchmark (numpy)")
     parser.add_argument("--rows", type=int, default=4096, help="numpy: N, the batch size (4096)")
     parser.add_argument("--features", type=int, default=1024,
@@ -177,11 +182,20 @@ def main(argv=None) -> int:
     parser.add_argument("--no-keras", action="store_true", help="numpy: skip the Keras layer")
     parser.add_argument("--images", type=int, default=None,
                         help="fold: predict only the first N test images (all 10,000)")
+    parser.add_argument("--class-size", type=int, default=40,
+                        help="grading: the size of the ps1-forward class (40; 0 skips it)")
     args = parser.parse_args(argv)
     if args.rows < 2 or args.features < 1 or (args.repeat is not None and args.repeat < 1):
         parser.error("--rows must be >= 2, --features and --repeat >= 1")
     if args.images is not None and args.images < 1:
         parser.error("--images must be >= 1")
+    if args.class_size < 0:
+        parser.error("--class-size must be >= 0")
+    if args.which == "grading":
+        from bncourse.grading import bench as grading_bench
+
+        print(grading_bench.format_report(grading_bench.run(class_size=args.class_size)))
+        return 0
     if args.which == "fold":
         rows, n = run_fold(repeat=args.repeat or 15, n_images=args.images)
         print(format_fold_table(rows, n))

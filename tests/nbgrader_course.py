@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import os
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -25,103 +22,7 @@ from typing import Callable
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
-ASSIGNMENTS = ROOT / "assignments"
-BIN = Path(sys.executable).parent
-_SOLUTION = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
-
-
-class Course:
-    """An nbgrader course root in ``path`` with the committed config and sources."""
-
-    def __init__(self, path: Path, cell_timeout: float | None = None):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ASSIGNMENTS / "nbgrader_config.py", self.path)
-        shutil.copytree(ASSIGNMENTS / "source", self.path / "source", dirs_exist_ok=True)
-        self.env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-        if cell_timeout is not None:
-            self.env["BNCOURSE_CELL_TIMEOUT"] = str(cell_timeout)
-
-    def nbgrader(self, *args, check=True, cwd=None) -> subprocess.CompletedProcess:
-        """Run ``nbgrader ARGS`` in the course root (the venv's bin first on PATH)."""
-        proc = subprocess.run(
-            [str(BIN / "nbgrader"), *args], cwd=cwd or self.path, env=self.env,
-            capture_output=True, text=True, timeout=1800,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"nbgrader {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
-            )
-        return proc
-
-    def generate(self, assignment: str) -> None:
-        self.nbgrader("generate_assignment", assignment, "--force")
-
-    def source(self, assignment: str):
-        return nbformat.read(self.path / "source" / assignment / f"{assignment}.ipynb", 4)
-
-    def release(self, assignment: str):
-        return nbformat.read(self.path / "release" / assignment / f"{assignment}.ipynb", 4)
-
-    def submit(self, student: str, assignment: str, notebook) -> Path:
-        """Place ``notebook`` (a notebook node, or raw bytes) as a student's submission."""
-        folder = self.path / "submitted" / student / assignment
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{assignment}.ipynb"
-        if isinstance(notebook, bytes):
-            path.write_bytes(notebook)
-        else:
-            nbformat.write(notebook, path)
-        return path
-
-    def scores(self, assignment: str) -> dict:
-        """``{student: {grade cell id: score}}`` read from the gradebook."""
-        from nbgrader.api import Gradebook, MissingEntry
-
-        out = {}
-        with Gradebook(f"sqlite:///{self.path / 'gradebook.db'}") as gb:
-            for student in gb.students:
-                try:
-                    submission = gb.find_submission(assignment, student.id)
-                except MissingEntry:
-                    continue
-                out[student.id] = {
-                    g.name: g.score for nb in submission.notebooks for g in nb.grades
-                }
-        return out
-
-    def max_points(self, assignment: str) -> dict:
-        """``{grade cell id: points}`` of the automatically graded cells."""
-        return {
-            c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"]["points"])
-            for c in self.source(assignment).cells
-            if c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata["nbgrader"].get("solution")
-        }
-
-
-def grade_id(cell) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-
-def index_of(nb, gid: str) -> int:
-    for i, cell in enumerate(nb.cells):
-        if grade_id(cell) == gid:
-            return i
-    raise KeyError(f"no cell {gid!r} in the notebook")
-
-
-def solved(release, source):
-    """The release notebook with every solution cell filled in from the source."""
-    nb = copy.deepcopy(release)
-    answers = {grade_id(c): c.source for c in source.cells if grade_id(c)}
-    for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("solution") and cell.cell_type == "code":
-            cell.source = _SOLUTION.sub("", answers[meta["grade_id"]])
-    return nb
-
+from bncourse.grading.course import Course, grade_id, index_of, solved  # noqa: F401 (re-exported)
 
 def replace_cell(nb, gid: str, source: str):
     """A copy of ``nb`` with cell ``gid``'s source replaced."""

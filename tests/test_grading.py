@@ -253,3 +253,16 @@ def test_source_notebook_is_well_formed(path):
         assert not re.search(r"^\s*[-+]?\d[\d.eE+-]*\s*$", cell.source.strip().splitlines()[-1])
         used += [cid for cid, _ in sandbox.checks_in_cell(cell.source)]
     assert sorted(used) == sorted(registry.checks_of(ps)), "every check used exactly once"
+
+
+@pytest.mark.slow
+def test_grading_bench_measures_a_reference_and_a_class():
+    from bncourse.grading import bench
+
+    result = bench.run(["ps1-forward"], class_size=2)
+    (row,) = result["rows"]
+    assert row["score"] == row["max_score"] > 0
+    assert row["kernel_peak_mb"] > 0 and row["verify_peak_mb"] > 0
+    assert result["class"]["students"] == 2 and result["class"]["seconds"] > 0
+    text = bench.format_report(result)
+    assert "ps1-forward" in text and "A class of 2 ps1-forward submissions" in text
