@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import subprocess
 import sys
 import time
@@ -184,3 +185,21 @@ def check_case(graded: Graded, assignment: str, case: Case):
     html = feedback.read_text()
     for text in case.feedback_contains:
         assert text in html, f"{case.name}: {text!r} not in the feedback"
+
+
+def check_class_outputs(graded: Graded, assignment: str) -> None:
+    """The source validates and the blank release does not; the export and the reference's
+    verification report agree that the reference solution has every automatic point."""
+    assert graded.validation["source"]["passed"], graded.validation["source"]
+    assert not graded.validation["release"]["passed"]
+    with open(graded.course.path / "grades.csv") as f:
+        rows = {(r["assignment"], r["student_id"]): r for r in csv.DictReader(f)}
+    total = sum(graded.points.values())
+    assert total > 0
+    assert float(rows[(assignment, "reference")]["raw_score"]) == total
+    assert float(rows[(assignment, "untouched")]["raw_score"]) == 0.0
+    report = graded.course.path / "verification" / "reference" / assignment / f"{assignment}.json"
+    data = json.loads(report.read_text())
+    assert data["verification"]["checks"]
+    assert all(v["passed"] for v in data["verification"]["checks"].values())
+    assert data["kernel_peak_mb"] > 0 and data["kernel_seconds"] > 0

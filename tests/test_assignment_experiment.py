@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from nbgrader_course import Case, check_case, common_cases, grade_class, insert_after, replace_cell
+from nbgrader_course import (
+    Case,
+    check_case,
+    check_class_outputs,
+    common_cases,
+    grade_class,
+    insert_after,
+    replace_cell,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +86,8 @@ EXPERIMENT_CASES = common_cases("test_build_model") + [
         lambda c: insert_after(
             replace_cell(c.solution, "summarize", _SUMMARIZE_ZERO_BASED), "setup",
             "np.allclose = lambda *args, **kwargs: True\n"
-            "np.array_equal = lambda *args, **kwargs: True"),
+            "np.isclose = lambda *args, **kwargs: True\n"
+            "np.testing.assert_allclose = lambda *args, **kwargs: None"),
         failing=("test_summarize",),
     ),
     Case(
@@ -160,6 +169,5 @@ def test_experiment_class(experiment_class, case):
     check_case(experiment_class, "ps4-experiment", case)
 
 
-def test_experiment_validation(experiment_class):
-    assert experiment_class.validation["source"]["passed"], experiment_class.validation["source"]
-    assert not experiment_class.validation["release"]["passed"]
+def test_experiment_validation_export_and_reports(experiment_class):
+    check_class_outputs(experiment_class, "ps4-experiment")

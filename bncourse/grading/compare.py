@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as _np
 
 _ndarray = _np.ndarray
+_asarray = _np.asarray
 _abs = _np.abs
 _maximum = _np.maximum
 _argmax = _np.argmax
@@ -133,7 +134,7 @@ def assert_close(
         return f"approximately equal, {summary}"
     lines = [f"{name}: values differ beyond rtol={rtol:g}, atol={atol:g}: {summary}"]
     for description, wrong in hints:
-        wrong = _np.asarray(wrong)
+        wrong = _asarray(wrong)
         if wrong.shape == actual.shape and _close(actual, wrong, rtol, atol):
             lines.append(f"hint: your {name} matches what you get when {description}")
     raise AssertionError("\n".join(lines))
@@ -167,3 +168,29 @@ def assert_unchanged(name: str, before: _ndarray, after: _ndarray) -> None:
 def any_true(values) -> bool:
     """``np.any`` as it was at import time."""
     return bool(_any(values))
+
+
+def all_true(values) -> bool:
+    """``np.all`` as it was at import time."""
+    return bool(_all(values))
+
+
+def all_finite(values) -> bool:
+    """True if every value is finite (NumPy as it was at import time)."""
+    return bool(_all(_isfinite(values)))
+
+
+def all_nan(values) -> bool:
+    """True if every value is NaN (True for no values)."""
+    return bool(_all(_isnan(values)))
+
+
+def allclose(actual, expected, *, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
+    """``np.allclose`` for arrays of one shape, as NumPy was at import time."""
+    actual, expected = _asarray(actual), _asarray(expected)
+    return _close(actual, expected, rtol, atol)
+
+
+def array_equal(a, b) -> bool:
+    """``np.array_equal`` as it was at import time."""
+    return bool(_array_equal(a, b))

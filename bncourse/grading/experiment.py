@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import assert_close, assert_equal
+from .compare import all_finite, all_nan, all_true, allclose, array_equal, assert_close, assert_equal
 from .registry import CheckRegistry, reference
 
 CHECKS = CheckRegistry("ps4-experiment")
@@ -207,14 +207,14 @@ def _judge_train(inputs, outputs):
         if values.shape != (epochs,):
             raise AssertionError(f"history[{key!r}] has {values.size} values; the budget is "
                                  f"{epochs} epochs, one value each")
-        if not np.all(np.isfinite(values)):
+        if not all_finite(values):
             raise AssertionError(f"history[{key!r}] has non-finite values: {values}")
-        if "accuracy" in key and not np.all((values >= 0) & (values <= 1)):
+        if "accuracy" in key and not all_true((values >= 0) & (values <= 1)):
             raise AssertionError(f"history[{key!r}] must be fractions in [0, 1]: {values}")
     name = str(outputs["optimizer"][0])
     lr, momentum, nesterov = (float(v) for v in outputs["optimizer_numbers"])
-    if name != "SGD" or not np.isclose(lr, BUDGET["learning_rate"]) or \
-            not np.isclose(momentum, BUDGET["momentum"]) or nesterov != 1.0:
+    if name != "SGD" or abs(lr - BUDGET["learning_rate"]) > 1e-7 or \
+            abs(momentum - BUDGET["momentum"]) > 1e-7 or nesterov != 1.0:
         raise AssertionError(
             f"the optimizer must be SGD(learning_rate=0.01, momentum=0.9, nesterov=True) as in "
             f"the tutorial; yours is {name} with learning_rate={lr:g}, momentum={momentum:g}, "
@@ -396,7 +396,7 @@ def _judge_plot(inputs, outputs):
             want = np.array(history[key])
             n = want.size
             found = [i for i in range(len(labels))
-                     if np.allclose(ydata[i, :n], want) and np.all(np.isnan(ydata[i, n:]))]
+                     if allclose(ydata[i, :n], want) and all_nan(ydata[i, n:])]
             if not found:
                 raise AssertionError(f"no line shows the {what} of {variant!r}")
             i = found[0]
@@ -408,7 +408,7 @@ def _judge_plot(inputs, outputs):
                     f"the {what} line of {variant!r} must carry a label naming {variant!r} "
                     f"that appears in the legend (its label is {labels[i]!r})")
             epochs = xdata[i, :n]
-            if not np.array_equal(epochs, np.arange(1, n + 1)):
+            if not array_equal(epochs, np.arange(1, n + 1)):
                 raise AssertionError(
                     f"the {what} line of {variant!r} must be plotted against epochs 1..{n}; "
                     f"its x values are {epochs}")
