@@ -393,6 +393,8 @@ def _judge(check, path: Path) -> tuple[bool, str]:
         check.judge(check.make_inputs(), outputs)
     except AssertionError as err:
         return False, str(err)
+    except Exception as err:  # values a judge did not foresee: a failed check, not a crash
+        return False, f"the grader could not judge the values your code produced ({err!r})"
     return True, "ok"
 
 
