@@ -114,6 +114,7 @@ def _row(gb, MissingEntry, root, name, notebooks, student, max_score) -> Row:
         row.status = "crashed"
         row.flags = problems + row.flags
         row.score = None
+        row.needs_manual_grade = False
     elif any(f.startswith("tampered") for f in row.flags):
         row.status = "tampered"
     elif any(f.startswith("timed out") for f in row.flags):
