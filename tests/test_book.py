@@ -30,4 +30,9 @@ def test_book_builds_without_warnings(tmp_path):
     assert "moving mean:" in intro
     assert "0.99" in intro and "0.001" in intro
     assert (html / "index.html").exists()
+    # The instructors' chapter lists every problem set, read from the source notebooks.
+    instructors = (html / "book" / "instructors.html").read_text()
+    for name in ("ps1-forward", "ps2-backward", "ps3-keras-layer", "ps4-experiment"):
+        assert name in instructors
+    assert "NumPy only" in instructors
     shutil.rmtree(tmp_path / "_build" / ".jupyter_cache", ignore_errors=True)
