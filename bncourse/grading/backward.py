@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .calls import arrays, call
+from .calls import arrays, call, cases_of, flatten_cases
 from .compare import assert_close
 from .registry import CheckRegistry, reference
 
@@ -53,27 +53,12 @@ def _case(seed: int, shape, *, loc=0.0, scale=1.0, epsilon=DEFAULT_EPSILON,
     }
 
 
-def _flat(cases: dict) -> dict:
-    """``{"a": {"x": ...}}`` as ``{"a/x": ...}``: one flat dict of inputs per check."""
-    return {f"{group}/{key}": value for group, case in cases.items()
-            for key, value in case.items()}
-
-
-def _groups(inputs: dict) -> dict:
-    """The inverse of :func:`_flat`."""
-    out: dict = {}
-    for key, value in inputs.items():
-        group, _, name = key.partition("/")
-        out.setdefault(group, {})[name] = value
-    return out
-
-
 def _visible_2d():
-    return _flat({"a": _case(21, (6, 3), loc=1.0, scale=2.0)})
+    return flatten_cases({"a": _case(21, (6, 3), loc=1.0, scale=2.0)})
 
 
 def _hidden_2d():
-    return _flat({
+    return flatten_cases({
         # off-centre data, as Keras's tests use
         "a": _case(22, (32, 5), loc=5.0, scale=10.0),
         # a large epsilon next to a small variance shows whether epsilon is used
@@ -84,7 +69,7 @@ def _hidden_2d():
 
 
 def _closed_cases():
-    return _flat({
+    return flatten_cases({
         "a": _case(25, (32, 5), loc=5.0, scale=10.0),
         "b": _case(26, (10, 2), loc=1.0, scale=0.1, epsilon=0.5),
         # float32 in, float32 out
@@ -192,7 +177,7 @@ def _produce_staged(keys):
 
     def produce(fn, inputs):
         out = {}
-        for group, a in _groups(inputs).items():
+        for group, a in cases_of(inputs).items():
             result = _call_with_epsilon("batchnorm_backward_staged", fn,
                                         (a["dout"], a["x"], a["gamma"]), a["epsilon"])
             if type(result) is not dict:
@@ -225,7 +210,7 @@ def _hints_common(a, node, g) -> list:
 
 def _judge_params(inputs, outputs):
     lines = []
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         x, dout, eps = a["x"], a["dout"], a["epsilon"]
         g = _graph(x, a["gamma"], dout, eps)
         n, d = x.shape
@@ -252,7 +237,7 @@ def _judge_params(inputs, outputs):
 
 def _judge_dxhat(inputs, outputs):
     lines = []
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         g = _graph(a["x"], a["gamma"], a["dout"], a["epsilon"])
         d = a["x"].shape[1]
         dout = a["dout"]
@@ -270,7 +255,7 @@ def _judge_dxhat(inputs, outputs):
 
 def _judge_dvar(inputs, outputs):
     lines = []
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         g = _graph(a["x"], a["gamma"], a["dout"], a["epsilon"])
         n, d = a["x"].shape
         dvar, power = g["dvar"], (g["var"] + a["epsilon"]) ** -1.5
@@ -292,7 +277,7 @@ def _judge_dvar(inputs, outputs):
 
 def _judge_dmean(inputs, outputs):
     lines = []
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         g = _graph(a["x"], a["gamma"], a["dout"], a["epsilon"])
         n, d = a["x"].shape
         dmean = g["dmean"]
@@ -309,7 +294,7 @@ def _judge_dmean(inputs, outputs):
 
 def _judge_dx(inputs, outputs):
     lines = []
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         g = _graph(a["x"], a["gamma"], a["dout"], a["epsilon"])
         n = g["n"]
         direct = g["dxhat"] / g["std"]
@@ -353,7 +338,7 @@ def _produce_grads(name):
 
     def produce(fn, inputs):
         out = {}
-        for group, a in _groups(inputs).items():
+        for group, a in cases_of(inputs).items():
             result = _call_with_epsilon(name, fn, (a["dout"], a["x"], a["gamma"]),
                                         a["epsilon"])
             got = arrays(name, result, ("dx", "dgamma", "dbeta"))
@@ -384,7 +369,7 @@ def _reference_grads(x, gamma, dout, epsilon):
 
 def _judge_closed(inputs, outputs):
     lines = []
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         x, gamma, dout, eps = a["x"], a["gamma"], a["dout"], a["epsilon"]
         (dx, dgamma, dbeta), cache = _reference_grads(x, gamma, dout, eps)
         n, d = x.shape
@@ -453,7 +438,7 @@ def _numgrad_function(kind: str, a: dict):
 
 def _produce_numgrad(fn, inputs):
     out = {}
-    for kind, a in _groups(inputs).items():
+    for kind, a in cases_of(inputs).items():
         f = _numgrad_function(kind, a)
         h = float(a["h"])
         if h < 0:
@@ -477,7 +462,7 @@ def _one_sided(f, x, dout, h):
 
 def _judge_numgrad(inputs, outputs):
     lines = []
-    for kind, a in _groups(inputs).items():
+    for kind, a in cases_of(inputs).items():
         x, dout = a["x"], a["dout"]
         given_h = float(a["h"]) > 0
         h = float(a["h"]) if given_h else 1e-5
@@ -515,11 +500,11 @@ CHECKS.add("numgrad", "numerical_gradient of x**3 and of tanh(x @ W), and its h 
 
 
 def _nhwc_visible():
-    return _flat({"a": _case(41, (3, 2, 4, 2), loc=1.0, scale=2.0)})
+    return flatten_cases({"a": _case(41, (3, 2, 4, 2), loc=1.0, scale=2.0)})
 
 
 def _nhwc_cases():
-    return _flat({
+    return flatten_cases({
         "a": _case(42, (4, 5, 3, 3), loc=5.0, scale=10.0),
         "b": _case(43, (2, 2, 4, 3), loc=1.0, scale=0.1, epsilon=0.5),
         "c": _case(44, (3, 1, 2, 5), loc=-2.0, scale=3.0),
@@ -556,7 +541,7 @@ def _reshape_channels_first(x, gamma, beta, epsilon):
 
 def _produce_nhwc_forward(fn, inputs):
     out = {}
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         result = _call_with_epsilon("batchnorm_forward_nhwc", fn,
                                     (a["x"], a["gamma"], a["beta"]), a["epsilon"])
         out[f"{group}/out"] = arrays("batchnorm_forward_nhwc", result, ("out",))["out"]
@@ -566,7 +551,7 @@ def _produce_nhwc_forward(fn, inputs):
 def _judge_nhwc_forward(inputs, outputs):
     lines = []
     nb = _numpy_bn()
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         x, gamma, beta, eps = a["x"], a["gamma"], a["beta"], a["epsilon"]
         expected, _ = nb.batchnorm_forward(x, gamma, beta, eps)
         hints = [
@@ -603,7 +588,7 @@ def _nhwc_shapes(x) -> list:
 def _judge_nhwc_backward(inputs, outputs):
     lines = []
     nb = _numpy_bn()
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         x, gamma, dout, eps = a["x"], a["gamma"], a["dout"], a["epsilon"]
         zeros = np.zeros_like(gamma)
         (dx, dgamma, dbeta), cache = _reference_grads(x, gamma, dout, eps)

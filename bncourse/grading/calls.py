@@ -48,3 +48,26 @@ def arrays(name: str, result, labels: tuple) -> dict:
         label: _copy(require_array(f"{label} (returned by {name})", value))
         for label, value in zip(labels, values)
     }
+
+
+def off_centre(seed: int, shape, dtype=_np.float64, loc: float = 5.0, scale: float = 10.0):
+    """Seeded normal data away from zero (Keras's tests use loc 5, scale 10): the inputs on
+    which mistakes in the mean or the variance show."""
+    return _np.random.default_rng(seed).normal(loc, scale, size=shape).astype(dtype)
+
+
+def flatten_cases(cases: dict) -> dict:
+    """``{"a": {"x": ...}}`` as ``{"a/x": ...}``: one flat dict of inputs for a check."""
+    return {f"{group}/{key}": value for group, case in cases.items()
+            for key, value in case.items()}
+
+
+def cases_of(inputs: dict) -> dict:
+    """The inverse of :func:`flatten_cases`; inputs without groups form the group ``""``."""
+    if not any("/" in key for key in inputs):
+        return {"": inputs}
+    out: dict = {}
+    for key, value in inputs.items():
+        group, _, name = key.partition("/")
+        out.setdefault(group, {})[name] = value
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .calls import arrays, call
+from .calls import arrays, call, cases_of, off_centre
 from .compare import assert_close
 from .registry import CheckRegistry, reference
 
@@ -13,11 +13,6 @@ CHECKS = CheckRegistry("ps1-forward")
 
 def _numpy_bn():
     return reference("bncourse.numpy_bn")
-
-
-def _off_centre(seed: int, shape, dtype=np.float64, loc=5.0, scale=10.0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(loc, scale, size=shape).astype(dtype)
 
 
 def _params(seed: int, d: int, dtype=np.float64):
@@ -43,8 +38,8 @@ def _small():
 
 def _mean_var_cases():
     return {
-        "x64": _off_centre(1, (64, 7)),
-        "x32": _off_centre(2, (50, 3), np.float32),
+        "x64": off_centre(1, (64, 7)),
+        "x32": off_centre(2, (50, 3), np.float32),
         "x2": np.array([[1.0, -4.0], [3.0, 4.0]]),
     }
 
@@ -85,35 +80,27 @@ CHECKS.add("mean_var", "batch_mean_var on off-centre float64 and float32 batches
 # ---------------------------------------------------------------- training-mode forward
 
 def _forward_visible():
-    x = _off_centre(3, (8, 4), loc=0.0, scale=1.0)
+    x = off_centre(3, (8, 4), loc=0.0, scale=1.0)
     return {"x": x, "gamma": np.ones(4), "beta": np.zeros(4), "epsilon": 1e-3}
 
 
 def _forward_cases():
-    x = _off_centre(4, (32, 5))
+    x = off_centre(4, (32, 5))
     gamma, beta = _params(5, 5)
-    x32 = _off_centre(6, (16, 3), np.float32)
+    x32 = off_centre(6, (16, 3), np.float32)
     gamma32, beta32 = _params(7, 3, np.float32)
     return {
         "a/x": x, "a/gamma": gamma, "a/beta": beta, "a/epsilon": 1e-3,
         "b/x": x32, "b/gamma": gamma32, "b/beta": beta32, "b/epsilon": 1e-3,
         # a large epsilon next to a small variance shows where epsilon goes
-        "c/x": _off_centre(8, (10, 2), loc=1.0, scale=0.1), "c/gamma": np.ones(2),
+        "c/x": off_centre(8, (10, 2), loc=1.0, scale=0.1), "c/gamma": np.ones(2),
         "c/beta": np.zeros(2), "c/epsilon": 0.5,
     }
 
 
-def _groups(inputs):
-    names = sorted({k.split("/")[0] for k in inputs if "/" in k})
-    if not names:
-        return {"": inputs}
-    return {n: {k.split("/", 1)[1]: v for k, v in inputs.items() if k.startswith(n + "/")}
-            for n in names}
-
-
 def _produce_forward(fn, inputs):
     out = {}
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         result = call("batchnorm_forward", fn, a["x"], a["gamma"], a["beta"],
                       epsilon=a["epsilon"])
         out[f"{group}/out"] = arrays("batchnorm_forward", result, ("out",))["out"]
@@ -122,7 +109,7 @@ def _produce_forward(fn, inputs):
 
 def _judge_forward(inputs, outputs):
     lines = []
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         x, gamma, beta, eps = a["x"], a["gamma"], a["beta"], a["epsilon"]
         expected, cache = _numpy_bn().batchnorm_forward(x, gamma, beta, eps)
         mean, var = cache["mean"], cache["var"]
@@ -174,7 +161,7 @@ def _moving_cases():
 
 def _produce_moving(fn, inputs):
     out = {}
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         args = (a["moving_mean"], a["moving_var"], a["mean"], a["var"])
         if a["momentum"] == 0.99:  # the default must be Keras's 0.99
             result = call("update_moving_stats", fn, *args)
@@ -187,7 +174,7 @@ def _produce_moving(fn, inputs):
 
 def _judge_moving(inputs, outputs):
     lines = []
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         m = a["momentum"]
         for stat, batch in (("moving_mean", a["mean"]), ("moving_var", a["var"])):
             old = a[stat]
@@ -223,11 +210,11 @@ def _inference_cases():
     rng = np.random.default_rng(11)
     gamma, beta = _params(12, 6, np.float32)
     return {
-        "a/x": _off_centre(13, (20, 6), np.float32), "a/gamma": gamma, "a/beta": beta,
+        "a/x": off_centre(13, (20, 6), np.float32), "a/gamma": gamma, "a/beta": beta,
         "a/moving_mean": rng.normal(5, 1, 6).astype(np.float32),
         "a/moving_var": rng.uniform(50, 150, 6).astype(np.float32), "a/epsilon": 1e-3,
         # one sample: inference must work on a batch of one
-        "b/x": _off_centre(14, (1, 3)), "b/gamma": np.ones(3), "b/beta": np.zeros(3),
+        "b/x": off_centre(14, (1, 3)), "b/gamma": np.ones(3), "b/beta": np.zeros(3),
         "b/moving_mean": np.array([0.5, 1.0, -1.0]), "b/moving_var": np.array([0.01, 1.0, 2.0]),
         "b/epsilon": 0.05,
     }
@@ -235,7 +222,7 @@ def _inference_cases():
 
 def _produce_inference(fn, inputs):
     out = {}
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         result = call("batchnorm_inference", fn, a["x"], a["gamma"], a["beta"],
                       a["moving_mean"], a["moving_var"], epsilon=a["epsilon"])
         out[f"{group}/out"] = arrays("batchnorm_inference", result, ("out",))["out"]
@@ -244,7 +231,7 @@ def _produce_inference(fn, inputs):
 
 def _judge_inference(inputs, outputs):
     lines = []
-    for group, a in _groups(inputs).items():
+    for group, a in cases_of(inputs).items():
         x, gamma, beta, eps = a["x"], a["gamma"], a["beta"], a["epsilon"]
         mm, mv = a["moving_mean"], a["moving_var"]
         expected = _numpy_bn().batchnorm_inference(x, gamma, beta, mm, mv, eps)
@@ -269,11 +256,11 @@ CHECKS.add("inference", "batchnorm_inference on float32 data and on a batch of o
 # ---------------------------------------------------------------- the layer with state
 
 def _layer_visible():
-    return {"x": _off_centre(15, (6, 3)), "momentum": 0.99, "steps": 1}
+    return {"x": off_centre(15, (6, 3)), "momentum": 0.99, "steps": 1}
 
 
 def _layer_cases():
-    return {"x": _off_centre(16, (10, 4)), "momentum": 0.8, "steps": 3}
+    return {"x": off_centre(16, (10, 4)), "momentum": 0.8, "steps": 3}
 
 
 def _produce_layer(cls, inputs):

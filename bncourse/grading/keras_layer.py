@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .calls import off_centre
 from .compare import assert_close, assert_equal, require_array, require_tuple
 from .registry import CheckRegistry, reference
 
@@ -296,7 +297,7 @@ def _describe(case: dict) -> str:
 
 
 def _off_centre(seed: int, shape, loc=5.0, scale=10.0):
-    return np.random.default_rng(seed).normal(loc, scale, size=shape).astype(np.float32)
+    return off_centre(seed, shape, np.float32, loc, scale)
 
 
 def _params(seed: int, c: int) -> dict:
