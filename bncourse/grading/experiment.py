@@ -16,9 +16,9 @@ CHECKS = CheckRegistry("ps4-experiment")
 
 VARIANTS = ("none", "before", "after")
 BUDGET = {
-    "train_size": 3000,  # images 5000-7999 of the training set
-    "val_size": 1000,  # images 0-999 of the training set (the tutorial's validation images)
-    "test_size": 2000,  # the first 2000 test images
+    "train_size": 2000,  # images 5000-6999 of the training set
+    "val_size": 500,  # images 0-499 of the training set (the tutorial's validation images)
+    "test_size": 1000,  # the first 1000 test images
     "epochs": 3,
     "batch_size": 32,
     "learning_rate": 0.01,
