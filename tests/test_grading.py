@@ -210,6 +210,16 @@ def test_verify_survives_a_process_exit_and_a_hanging_check(tmp_path):
     assert checks["ps1-forward.mean_var"]["passed"], checks
 
 
+def test_verify_stops_a_cell_after_its_first_timed_out_check(tmp_path):
+    hangs = ("import numpy as np\ndef batch_mean_var(x):\n    while True:\n        pass\n")
+    checks = _CHECKS + [("ps1-forward.forward_visible", "batchnorm_forward")]
+    result = sandbox.verify(registry.problem_set("ps1-forward"), [_SETUP, hangs], checks,
+                            cwd=tmp_path, timeout=3, groups=[0, 0, 1])
+    assert result["timed_out"] == [2] and result["restarts"] == 1
+    assert "not run: an earlier check" in result["checks"]["ps1-forward.mean_var"]["message"]
+    assert "not defined" in result["checks"]["ps1-forward.forward_visible"]["message"]
+
+
 def test_verify_rejects_unknown_checks(tmp_path):
     with pytest.raises(ValueError, match="unknown check 'ps1-forward.nope'"):
         _verify([_SETUP], tmp_path, checks=[("ps1-forward.nope", "f")])

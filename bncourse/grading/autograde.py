@@ -91,8 +91,9 @@ class VerifyChecks(NbGraderPreprocessor):
         sources = [c.source for c in code_cells if not (is_test_cell(c) or is_demo_cell(c))]
         tests = [(c, checks_in_cell(c.source)) for c in code_cells if is_test_cell(c)]
         checks = [pair for _, pairs in tests for pair in pairs]
+        groups = [i for i, (_, pairs) in enumerate(tests) for _ in pairs]
         cwd = resources.get("metadata", {}).get("path") or "."
-        result = verify(ps, sources, checks, cwd=cwd)
+        result = verify(ps, sources, checks, cwd=cwd, groups=groups)
         tampered, failed_here = [], []
         for cell, pairs in tests:
             grade_id = cell.metadata["nbgrader"]["grade_id"]

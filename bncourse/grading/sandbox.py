@@ -242,6 +242,7 @@ def verify(
     *,
     cwd,
     timeout: float | None = None,
+    groups: list | None = None,
 ) -> dict:
     """Run the student's ``cells`` and ``checks`` in a sealed child process and judge them.
 
@@ -251,6 +252,9 @@ def verify(
         checks: ``(check id, expression)`` pairs from the test cells.
         cwd: the directory to run in (the submission's folder).
         timeout: seconds per cell or check; :func:`~.registry.cell_timeout` by default.
+        groups: for each check, the test cell it belongs to. When one check times out, the
+            later checks of its cell are not run (the cell scores 0 anyway), so an infinite
+            loop costs one time limit per cell, not one per check.
 
     Returns:
         ``{"checks": {id: {"passed": bool, "message": str}}, "timed_out": [steps],
@@ -266,6 +270,7 @@ def verify(
     skip: set = set()
     timed_out: list = []
     crashed: list = []
+    skipped_after_timeout: set = set()
     finished_checks: dict = {}
     started = time.perf_counter()
     max_rss = 0
@@ -339,6 +344,12 @@ def verify(
             if killed_step is not None and killed_step >= 0:
                 timed_out.append(killed_step)
                 skip.add(killed_step)
+                if groups is not None and killed_step >= n_cells:
+                    group = groups[killed_step - n_cells]
+                    for i in range(killed_step - n_cells + 1, len(checks)):
+                        if groups[i] == group:
+                            skip.add(n_cells + i)
+                            skipped_after_timeout.add(n_cells + i)
             elif lines and lines[-1].startswith("start "):
                 died = int(lines[-1].split()[1])
                 crashed.append(died)
@@ -354,6 +365,8 @@ def verify(
             record = finished_checks.get(step)
             if step in timed_out:
                 verdict = (False, f"timed out after {timeout:g} s")
+            elif step in skipped_after_timeout:
+                verdict = (False, "not run: an earlier check of this test cell timed out")
             elif step in crashed:
                 verdict = (False, "the process died while this check ran your code")
             elif record is None:
