@@ -17,6 +17,7 @@ from nbgrader_course import (
     check_case,
     check_class_outputs,
     common_cases,
+    dug_out,
     grade_class,
     insert_after,
     replace_cell,
@@ -331,12 +332,8 @@ BACKWARD_CASES = common_cases("test_batchnorm_backward_staged") + [
     ),
     Case(
         "digs_out_reference",
-        lambda c: replace_cell(c.solution, "numerical_gradient", (
-            "import gc\n"
-            "numerical_gradient = next(\n"
-            "    f for f in gc.get_objects()\n"
-            "    if getattr(f, '__name__', '') == 'numerical_gradient'\n"
-            "    and getattr(f, '__module__', '') == 'bncourse.numpy_bn')\n")),
+        lambda c: replace_cell(c.solution, "numerical_gradient", dug_out(
+            "bncourse.numpy_bn", "numerical_gradient", "numerical_gradient")),
         failing=("test_numerical_gradient",), status="tampered", flags=("tampered",),
     ),
     Case(

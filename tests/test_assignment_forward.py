@@ -13,6 +13,7 @@ from nbgrader_course import (
     check_case,
     check_class_outputs,
     common_cases,
+    dug_out,
     grade_class,
     insert_after,
     replace_cell,
@@ -132,12 +133,8 @@ FORWARD_CASES = common_cases("test_batch_mean_var") + [
     ),
     Case(
         "digs_out_reference",
-        lambda c: replace_cell(c.solution, "batchnorm_inference", (
-            "import gc\n"
-            "batchnorm_inference = next(\n"
-            "    f for f in gc.get_objects()\n"
-            "    if getattr(f, '__name__', '') == 'batchnorm_inference'\n"
-            "    and getattr(f, '__module__', '') == 'bncourse.numpy_bn')\n")),
+        lambda c: replace_cell(c.solution, "batchnorm_inference", dug_out(
+            "bncourse.numpy_bn", "batchnorm_inference", "batchnorm_inference")),
         failing=("test_batchnorm_inference", "test_BatchNorm1d"), status="tampered",
         flags=("tampered",),
     ),
