@@ -274,10 +274,12 @@ def plot_input_scaling(records, ax=None):
                 label=f"{label}, He x {gain:g}")
     ax.set_yscale("log")
     ax.set_xlabel("layer (1 = first)")
-    ax.set_ylabel("gradient norm of the layer's kernel at initialisation")
+    ax.set_ylabel("kernel gradient norm at initialisation")
     ax.set_title("Claim 11: plain 12-layer ReLU network, gradient norms by layer", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # below the axes: the curves span every decade, so no corner inside is free
+    ax.legend(fontsize=8, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+              frameon=False)
     return ax
 
 
