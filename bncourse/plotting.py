@@ -145,12 +145,24 @@ def plot_epoch_seconds(records, ax=None):
     return ax
 
 
+def _save(ax, stem) -> list:
+    """Save ``ax``'s figure as ``stem``.png and ``stem``.svg, close it, return the paths."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for ext in ("png", "svg"):
+        path = stem.with_name(f"{stem.name}.{ext}")
+        ax.figure.savefig(path, dpi=120)
+        paths.append(path)
+    plt.close(ax.figure)
+    return paths
+
+
 def save_report_figures(records, out_dir) -> list:
     """Save the three figures of each experiment and profile as PNG and SVG; return paths."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from bncourse.experiments import PROTOCOLS
 
@@ -163,18 +175,11 @@ def save_report_figures(records, out_dir) -> list:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for (experiment, profile, dataset), runs in sorted(groups.items()):
-        from bncourse.experiments import PROTOCOLS
-
         default = PROTOCOLS[experiment].dataset if experiment in PROTOCOLS else None
         stem = f"{experiment}-{profile}" + ("" if dataset == default else f"-{dataset}")
         for name, plot in (("curves", plot_learning_curves), ("test-accuracy", plot_test_accuracy),
                            ("epoch-seconds", plot_epoch_seconds)):
-            ax = plot(runs)
-            for ext in ("png", "svg"):
-                path = out_dir / f"{stem}-{name}.{ext}"
-                ax.figure.savefig(path, dpi=120)
-                paths.append(path)
-            plt.close(ax.figure)
+            paths += _save(plot(runs), out_dir / f"{stem}-{name}")
     return paths
 
 
@@ -391,7 +396,6 @@ def save_claim_figures(records, out_dir) -> list:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -407,10 +411,5 @@ def save_claim_figures(records, out_dir) -> list:
         if name == "bias-before-bn":
             figures.append(("claim10-gamma", plot_gamma_beta))
         for figure_stem, figure_plot in figures:
-            ax = figure_plot(runs)
-            for ext in ("png", "svg"):
-                path = out_dir / f"{figure_stem}-{profile}.{ext}"
-                ax.figure.savefig(path, dpi=120)
-                paths.append(path)
-            plt.close(ax.figure)
+            paths += _save(figure_plot(runs), out_dir / f"{figure_stem}-{profile}")
     return paths

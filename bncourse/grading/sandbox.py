@@ -148,9 +148,9 @@ def checks_in_cell(source: str) -> list[tuple[str, str]]:
             and isinstance(node.args[0], ast.Constant)
             and isinstance(node.args[0].value, str)
         ):
-            calls.append((node.args[0].value, ast.get_source_segment(source, node.args[1])))
-    calls.sort(key=lambda c: source.index(c[1]) if c[1] in source else 0)
-    return calls
+            expr = ast.get_source_segment(source, node.args[1])
+            calls.append(((node.lineno, node.col_offset), node.args[0].value, expr))
+    return [(check_id, expr) for _, check_id, expr in sorted(calls)]
 
 
 def is_demo_cell(cell) -> bool:
@@ -287,8 +287,7 @@ def verify(
                 "problem_set": ps.name,
                 "cells": cells,
                 "checks": checks,
-                "skip": sorted(skip | {n_cells + i for i, (cid, _) in enumerate(checks)
-                                       if n_cells + i in finished_checks}),
+                "skip": sorted(skip | set(finished_checks)),
                 "status": str(status),
                 "results": str(results),
                 "out_dir": str(out_dir),
