@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bncourse-installed
 JB_FLAGS := -W --keep-going
 
-.PHONY: setup data book test test-fast bench reproduce assignments autograde clean
+.PHONY: setup data mathjax browser book test test-fast bench reproduce assignments autograde clean
 
-setup: $(STAMP) data
+setup: $(STAMP) data mathjax browser
 
 # Reinstall only when the dependencies change; the package itself is installed editable.
 $(STAMP): pyproject.toml
@@ -32,6 +32,24 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	@$(PY) -m bncourse.data ensure fashion_mnist
 
+# The book's MathJax, served with it so that equations render offline: the pinned release's
+# tarball from the npm registry, checked and unpacked into .venv/share/bncourse/mathjax.
+mathjax: $(STAMP)
+	@$(PY) -m bncourse.mathjax ensure
+
+# Headless Chromium and its WebDriver for the book's browser test (tests/test_book_browser.py),
+# from Debian's packages when running as root with apt-get.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium and chromium-driver"; \
+	  apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	else echo "note: chromium and chromedriver are missing and cannot be installed here" \
+	  "(not root, or no apt-get); the browser test will fail until they are installed"; fi
+
+# Executed pages are cached in _build/.jupyter_cache; bncourse.sphinx_ext empties that
+# cache when bncourse/, results/ or the assignments' sources change.
 book: setup
 	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
 

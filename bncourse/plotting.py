@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "PALETTE",
     "VARIANT_STYLE",
     "plot_epoch_seconds",
     "plot_learning_curves",
@@ -20,10 +21,24 @@ __all__ = [
     "save_report_figures",
 ]
 
+# Okabe and Ito's colour-blind-safe palette (plus a neutral grey): every colour in every
+# figure of the course comes from here, and tests/test_plotting.py checks that it does.
+PALETTE = {
+    "grey": "#666666",
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky blue": "#56B4E9",
+    "bluish green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish purple": "#CC79A7",
+}
+
 VARIANT_STYLE = {
-    "none": {"color": "#555555", "label": "no BN"},
-    "before": {"color": "#1f6fb4", "label": "BN before ReLU"},
-    "after": {"color": "#e07b00", "label": "BN after ReLU"},
+    "none": {"color": PALETTE["grey"], "label": "no BN"},
+    "before": {"color": PALETTE["blue"], "label": "BN before ReLU"},
+    "after": {"color": PALETTE["orange"], "label": "BN after ReLU"},
 }
 _ORDER = ("none", "before", "after")
 
@@ -186,12 +201,14 @@ def save_report_figures(records, out_dir) -> list:
 # --------------------------------------------------------------------------- claims
 
 CLAIM_STYLE = {
-    "none": ("#555555", "no BN"), "bn": ("#1f6fb4", "BN"), "noisy-bn": ("#b41f6f", "BN + noise"),
-    "bias": ("#e07b00", "bias before BN"), "nobias": ("#1f6fb4", "no bias before BN"),
-    "dropout": ("#2ca02c", "dropout"), "bn+dropout": ("#9467bd", "BN + dropout"),
-    "raw": ("#d62728", "raw [0, 255]"), "unit": ("#1f6fb4", "[0, 1]"),
-    "standard": ("#2ca02c", "standardised"),
-    "m0.99": ("#1f6fb4", "momentum 0.99"), "m0.9": ("#e07b00", "momentum 0.9"),
+    "none": (PALETTE["grey"], "no BN"), "bn": (PALETTE["blue"], "BN"),
+    "noisy-bn": (PALETTE["reddish purple"], "BN + noise"),
+    "bias": (PALETTE["orange"], "bias before BN"), "nobias": (PALETTE["blue"], "no bias before BN"),
+    "dropout": (PALETTE["bluish green"], "dropout"),
+    "bn+dropout": (PALETTE["reddish purple"], "BN + dropout"),
+    "raw": (PALETTE["vermillion"], "raw [0, 255]"), "unit": (PALETTE["blue"], "[0, 1]"),
+    "standard": (PALETTE["bluish green"], "standardised"),
+    "m0.99": (PALETTE["blue"], "momentum 0.99"), "m0.9": (PALETTE["orange"], "momentum 0.9"),
 }
 
 
@@ -256,7 +273,7 @@ def plot_gamma_beta(records, ax=None):
         for layer in r["layers"]:
             stds += layer["input_std"]
             gammas += layer["gamma"]
-    ax.scatter(stds, gammas, s=6, alpha=0.4, color="#1f6fb4", label="one feature")
+    ax.scatter(stds, gammas, s=6, alpha=0.4, color=PALETTE["blue"], label="one feature")
     top = max(max(stds), max(gammas))
     ax.plot([0, top], [0, top], color="black", ls="--", lw=1, label="gamma = input std (claim)")
     ax.set_xlabel("standard deviation of BN's input")
@@ -289,7 +306,8 @@ def plot_input_scaling(records, ax=None):
 
 
 def _bars(ax, labels, values, errors, colors):
-    ax.bar(range(len(labels)), values, yerr=errors, color=colors, alpha=0.85, capsize=5)
+    ax.bar(range(len(labels)), values, yerr=errors, color=colors, alpha=0.85, capsize=5,
+           ecolor="black")
     ax.set_xticks(range(len(labels)), labels)
 
 
@@ -317,10 +335,10 @@ def plot_inference_stats(records, ax=None):
     for i, key in enumerate(keys):
         moving = [r["test_accuracy_moving"] for r in groups[key]]
         precise = [r["test_accuracy_precise"] for r in groups[key]]
-        ax.bar(i - width / 2, np.mean(moving), width, yerr=np.std(moving), color="#e07b00",
-               capsize=4, label="moving statistics" if i == 0 else None)
-        ax.bar(i + width / 2, np.mean(precise), width, yerr=np.std(precise), color="#1f6fb4",
-               capsize=4, label="recomputed statistics" if i == 0 else None)
+        ax.bar(i - width / 2, np.mean(moving), width, yerr=np.std(moving), color=PALETTE["orange"],
+               ecolor="black", capsize=4, label="moving statistics" if i == 0 else None)
+        ax.bar(i + width / 2, np.mean(precise), width, yerr=np.std(precise), color=PALETTE["blue"],
+               ecolor="black", capsize=4, label="recomputed statistics" if i == 0 else None)
         labels.append(f"{CLAIM_STYLE[key[0]][1]}\n{key[1]} steps")
     ax.set_xticks(range(len(keys)), labels, fontsize=8)
     ax.set_ylabel("test accuracy (inference mode)")
@@ -353,8 +371,8 @@ def plot_small_batch(records, ax=None):
     with recomputed statistics), mean ± 1 std over seeds."""
     ax = _axes(ax)
     groups = _claim_groups(records, "batch_size")
-    names = {"bn": ("#1f6fb4", "BN"), "gn": ("#2ca02c", "GroupNorm (8 groups)"),
-             "ln": ("#9467bd", "LayerNorm")}
+    names = {"bn": (PALETTE["blue"], "BN"), "gn": (PALETTE["bluish green"], "GroupNorm (8 groups)"),
+             "ln": (PALETTE["reddish purple"], "LayerNorm")}
     for variant, (color, label) in names.items():
         batches = sorted(b for v, b in groups if v == variant)
         if not batches:

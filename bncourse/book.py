@@ -1,0 +1,111 @@
+"""What the book's chapters share: quick runs trained while a page executes, and the full
+runs recorded in ``results/``.
+
+A chapter shows both, and says which is which:
+
+* :func:`quick_records` trains an experiment's ``quick`` profile now (a minute or less on
+  two CPU cores), so the page demonstrates the experiment live;
+* :func:`full_records` loads the committed ``full`` runs (several seeds, hours of
+  training, each with its provenance), from which the chapter's verdicts and figures come.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+__all__ = ["experiment_names", "full_records", "quick_records", "verdicts_for"]
+
+
+def experiment_names() -> list:
+    """Every experiment the book can show: the tutorials' protocols and the claim
+    experiments."""
+    from bncourse.claims import CLAIMS
+    from bncourse.experiments import PROTOCOLS
+
+    return [*PROTOCOLS, *CLAIMS]
+
+
+def _configs(name: str, profile: str, seeds, variants) -> list:
+    from bncourse.claims import CLAIMS, claim_configs
+    from bncourse.experiments import PROTOCOLS, run_config
+
+    if name in CLAIMS:
+        configs = claim_configs(CLAIMS[name], profile)
+        if seeds is not None:
+            configs = [c for c in configs if c["seed"] in seeds]
+        if variants is not None:
+            configs = [c for c in configs if c["variant"] in variants]
+        return configs
+    if name in PROTOCOLS:
+        protocol = PROTOCOLS[name]
+        return [run_config(protocol, bn, seed, profile)
+                for seed in (protocol.seeds if seeds is None else seeds)
+                for bn in (protocol.variants if variants is None else variants)]
+    raise ValueError(f"unknown experiment {name!r}; known: {', '.join(experiment_names())}")
+
+
+def quick_records(name: str, *, seeds=(0,), variants=None, out_dir=None) -> list:
+    """Train the ``quick`` profile of experiment ``name`` now and return its records.
+
+    Args:
+        name: a protocol (``"t1-mlp"``, ``"t4-cnn"``, ...) or a claim experiment
+            (``"ics"``, ``"init-scale"``, ...).
+        seeds: the seeds to run (default: seed 0 only, to keep a page's execution short);
+            None for the profile's own seeds.
+        variants: the variants to run; None for all of them.
+        out_dir: where the runs are saved; by default a temporary folder that is removed
+            afterwards, so nothing from an earlier build is reused.
+    """
+    from bncourse.cli import run_configs
+
+    configs = _configs(name, "quick", seeds, variants)
+    if not configs:
+        raise ValueError(f"no quick runs of {name!r} match seeds={seeds!r}, "
+                         f"variants={variants!r}")
+    log = io.StringIO()  # progress lines with ETAs would clutter the page
+    if out_dir is not None:
+        return run_configs(configs, Path(out_dir), stream=log)
+    with tempfile.TemporaryDirectory(prefix=f"bncourse-{name}-") as tmp:
+        return run_configs(configs, Path(tmp), stream=log)
+
+
+def full_records(name: str, results_dir=None) -> list:
+    """The committed ``full`` runs of experiment ``name``, from ``results/<name>/``.
+
+    Raises:
+        FileNotFoundError: no results folder, or no full run of ``name`` in it.
+        ValueError: an unknown experiment, or a result file that fails its checks.
+    """
+    from bncourse.results import load_results, repository_results_dir
+
+    if name not in experiment_names():
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(experiment_names())}")
+    root = Path(results_dir) if results_dir is not None else repository_results_dir()
+    if root is None:
+        raise FileNotFoundError(
+            "the course's results/ folder was not found next to the bncourse package; set "
+            "BNCOURSE_RESULTS_DIR to a folder of full results")
+    directory = root / name
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no results for {name!r}: {directory} does not exist; run "
+                                f"`bncourse reproduce --profile full --only {name}`")
+    records, bad = load_results(directory)
+    if bad:
+        problems = "; ".join(f"{c.path.name}: {', '.join(c.problems)}" for c in bad)
+        raise ValueError(f"results of {name!r} fail their checks: {problems}")
+    records = [r for r in records if r["config"]["profile"] == "full"]
+    if not records:
+        raise FileNotFoundError(f"{directory} holds no full-profile run of {name!r}")
+    return records
+
+
+def verdicts_for(claim: int, records) -> list:
+    """The verdicts on claim number ``claim`` that ``records`` support (claim 12 has two)."""
+    from bncourse.claims import verdicts
+
+    found = [v for v in verdicts(records) if v.claim == claim]
+    if not found:
+        raise ValueError(f"these records judge no verdict on claim {claim}")
+    return found

@@ -1,0 +1,121 @@
+"""The book's Sphinx extension (``sphinx: extra_extensions`` in ``_config.yml``).
+
+It does three things:
+
+* **No stale pages.** The pages are executed once and their outputs cached
+  (``execute_notebooks: cache``), keyed by jupyter-cache on the code cells only. A page's
+  outputs also depend on the package it imports, on ``results/`` and on the assignments'
+  sources, so the extension fingerprints those files: when the fingerprint changes, it
+  empties the execution cache and has Sphinx read every page again, so every page is
+  executed anew.
+* **Offline equations.** MathJax is loaded from a local copy served with the book
+  (``_static/mathjax/``, from :mod:`bncourse.mathjax`), not from a CDN.
+* **Kernels set up alike.** TensorFlow's C++ start-up logs would land in the pages' stderr
+  outputs, so the kernels inherit ``TF_CPP_MIN_LOG_LEVEL=3``; and they inherit
+  ``MATPLOTLIBRC``, pointing at the course's matplotlib defaults (Okabe and Ito's
+  colour-blind-safe palette as the colour cycle, the figure size of
+  :mod:`bncourse.plotting`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from sphinx.errors import ExtensionError
+from sphinx.util import logging
+
+from bncourse import mathjax
+
+logger = logging.getLogger(__name__)
+
+# What the executed pages read, besides their own code cells (relative to the book's root).
+INPUTS = ("bncourse", "results", "assignments/source")
+_SUFFIXES = {".py", ".json", ".txt", ".ipynb"}
+MARKER = "bncourse-inputs.sha256"
+
+
+def fingerprint(root) -> str:
+    """SHA-256 over the path and contents of every file the pages depend on under ``root``."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for top in INPUTS:
+        base = root / top
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*")):
+            if (path.suffix not in _SUFFIXES or not path.is_file()
+                    or "__pycache__" in path.parts or ".ipynb_checkpoints" in path.parts
+                    or "figures" in path.relative_to(base).parts[:1]):
+                continue
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _use_local_mathjax(app, config):
+    directory = mathjax.default_dir()
+    if not mathjax.installed(directory):
+        raise ExtensionError(
+            f"the book's local MathJax is missing from {directory}: run `make setup` (or "
+            "`python -m bncourse.mathjax ensure`)")
+    # html_static_path copies a folder's contents into _static/, so serve its parent.
+    config.html_static_path = [*config.html_static_path, str(directory.parent)]
+    config.mathjax_path = f"{directory.name}/{mathjax.ENTRY_POINT}"
+
+
+def _check_cache(app):
+    current = fingerprint(app.srcdir)
+    app.bncourse_fingerprint = current
+    cache = Path(getattr(app.env, "mystnb_config").execution_cache_path)
+    marker = cache / MARKER
+    recorded = marker.read_text().strip() if marker.is_file() else None
+    if recorded != current and cache.exists():
+        logger.info("bncourse changed since the pages were executed: emptying the execution "
+                    "cache %s", cache)
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    marker.write_text(current + "\n")
+
+
+def _outdated(app, env, added, changed, removed):
+    current = app.bncourse_fingerprint
+    if getattr(env, "bncourse_fingerprint", None) == current:
+        return []
+    env.bncourse_fingerprint = current
+    stale = sorted(set(env.found_docs) - set(added) - set(changed))
+    if stale:
+        logger.info("bncourse changed: reading %d unchanged page(s) again", len(stale))
+    return stale
+
+
+def _unique_scripts(app, pagename, templatename, context, doctree):
+    # sphinx-thebe registers its inline configuration script once per build from an
+    # env-before-read-docs handler (as sphinx-togglebutton does its selector), and each ends
+    # up twice on every page: the second copy redeclares a `const` and the browser logs a
+    # SyntaxError.
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for script in scripts:
+        # The copies differ only in filename: None in one, "" in the other.
+        key = (getattr(script, "filename", script) or "",
+               repr(sorted(getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    scripts[:] = unique
+
+
+def setup(app):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ["MATPLOTLIBRC"] = str(Path(__file__).with_name("matplotlibrc"))
+    app.connect("config-inited", _use_local_mathjax)
+    # After myst-nb's own builder-inited handler, which sets the cache path.
+    app.connect("builder-inited", _check_cache, priority=900)
+    app.connect("env-get-outdated", _outdated)
+    app.connect("html-page-context", _unique_scripts, priority=999)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,228 @@
+"""The book's tooling: the local MathJax copy, the execution-cache fingerprint, the chapter
+helpers and the colour-blind-safe palette. Downloads are served from a loopback server
+with tarballs the tests make."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from bncourse import book, mathjax, sphinx_ext
+from bncourse.plotting import PALETTE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tarball(path: Path, members: dict) -> str:
+    """Write a .tgz with ``members`` ({name: bytes}); return its SHA-256."""
+    with tarfile.open(path, "w:gz") as archive:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+MEMBERS = {
+    "package/package.json": b'{"name": "mathjax"}',
+    f"package/es5/{mathjax.ENTRY_POINT}": b"window.MathJax = {};",
+    "package/es5/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff": b"font",
+    "package/es5/input/tex/extensions/physics.js": b"ext",
+    "package/es5/tex-svg.js": b"not kept",
+}
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A loopback 'npm registry' serving files from a folder; yields (url, folder)."""
+    root = tmp_path / "registry"
+    (root / "mathjax" / "-").mkdir(parents=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()
+
+
+def test_mathjax_downloads_checks_and_unpacks_only_what_the_book_needs(
+        registry, tmp_path, monkeypatch):
+    url, root = registry
+    sha = _tarball(root / "mathjax" / "-" / f"mathjax-{mathjax.VERSION}.tgz", MEMBERS)
+    monkeypatch.setattr(mathjax, "SHA256", sha)
+    target = tmp_path / "share" / "mathjax"
+    assert not mathjax.installed(target)
+    assert mathjax.ensure(target, registry=url) == target
+    assert mathjax.installed(target)
+    assert (target / mathjax.ENTRY_POINT).read_bytes() == b"window.MathJax = {};"
+    assert (target / "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff").is_file()
+    assert (target / "input/tex/extensions/physics.js").is_file()
+    assert not (target / "tex-svg.js").exists()
+    assert json.loads((target / ".bncourse-mathjax.json").read_text())["sha256"] == sha
+    # Already there: nothing is downloaded again (the registry is gone).
+    (root / "mathjax" / "-" / f"mathjax-{mathjax.VERSION}.tgz").unlink()
+    assert mathjax.ensure(target, registry=url) == target
+
+
+def test_mathjax_wrong_checksum_leaves_nothing_behind(registry, tmp_path, monkeypatch):
+    url, root = registry
+    _tarball(root / "mathjax" / "-" / f"mathjax-{mathjax.VERSION}.tgz", MEMBERS)
+    monkeypatch.setattr(mathjax, "SHA256", "0" * 64)
+    target = tmp_path / "share" / "mathjax"
+    with pytest.raises(mathjax.MathJaxError, match="checksum mismatch"):
+        mathjax.ensure(target, registry=url)
+    assert not target.exists()
+    assert [p.name for p in target.parent.iterdir()] == []
+
+
+def test_mathjax_unreachable_registry_says_what_to_do(tmp_path):
+    with pytest.raises(mathjax.MathJaxError, match="BNCOURSE_MATHJAX_TARBALL"):
+        mathjax.ensure(tmp_path / "mj", registry="http://127.0.0.1:9")
+
+
+def test_mathjax_from_a_local_tarball(tmp_path, monkeypatch):
+    tgz = tmp_path / "mathjax.tgz"
+    monkeypatch.setattr(mathjax, "SHA256", _tarball(tgz, MEMBERS))
+    monkeypatch.setenv("BNCOURSE_MATHJAX_TARBALL", str(tgz))
+    assert mathjax.installed(mathjax.ensure(tmp_path / "mj"))
+    monkeypatch.setenv("BNCOURSE_MATHJAX_TARBALL", str(tmp_path / "missing.tgz"))
+    with pytest.raises(mathjax.MathJaxError, match="is not a file"):
+        mathjax.ensure(tmp_path / "other")
+
+
+def test_mathjax_refuses_paths_outside_the_package_and_non_mathjax(tmp_path, monkeypatch):
+    evil = tmp_path / "evil.tgz"
+    monkeypatch.setattr(mathjax, "SHA256", _tarball(
+        evil, {**MEMBERS, "package/es5/../../../escape.js": b"x"}))
+    with pytest.raises(mathjax.MathJaxError, match="outside the package"):
+        mathjax.ensure(tmp_path / "mj", tarball=evil)
+    assert not (tmp_path / "escape.js").exists()
+    other = tmp_path / "other.tgz"
+    monkeypatch.setattr(mathjax, "SHA256", _tarball(other, {"package/es5/x.js": b"x"}))
+    with pytest.raises(mathjax.MathJaxError, match="not a MathJax"):
+        mathjax.ensure(tmp_path / "mj2", tarball=other)
+
+
+def test_mathjax_installed_by_setup():
+    # `make setup` ran `python -m bncourse.mathjax ensure` into this environment.
+    assert mathjax.installed(), f"no MathJax in {mathjax.default_dir()}: run make setup"
+
+
+def test_fingerprint_follows_package_results_and_assignments(tmp_path):
+    for top in sphinx_ext.INPUTS:
+        (tmp_path / top).mkdir(parents=True)
+    (tmp_path / "bncourse" / "numpy_bn.py").write_text("x = 1\n")
+    (tmp_path / "results" / "run.json").write_text("{}")
+    first = sphinx_ext.fingerprint(tmp_path)
+    assert sphinx_ext.fingerprint(tmp_path) == first
+    # Byte caches, checkpoints and redrawn figures do not count ...
+    (tmp_path / "bncourse" / "__pycache__").mkdir()
+    (tmp_path / "bncourse" / "__pycache__" / "numpy_bn.py").write_text("cache")
+    (tmp_path / "results" / "figures").mkdir()
+    (tmp_path / "results" / "figures" / "a.json").write_text("{}")
+    assert sphinx_ext.fingerprint(tmp_path) == first
+    # ... a code change, a new result or an edited notebook does.
+    (tmp_path / "bncourse" / "numpy_bn.py").write_text("x = 2\n")
+    second = sphinx_ext.fingerprint(tmp_path)
+    assert second != first
+    (tmp_path / "results" / "other.json").write_text("{}")
+    third = sphinx_ext.fingerprint(tmp_path)
+    assert third != second
+    (tmp_path / "assignments" / "source" / "ps.ipynb").write_text("{}")
+    assert sphinx_ext.fingerprint(tmp_path) != third
+
+
+def test_full_records_and_verdicts_from_the_repository():
+    records = book.full_records("t1-mlp")
+    assert {r["config"]["bn"] for r in records} == {"none", "before", "after"}
+    assert {r["config"]["profile"] for r in records} == {"full"}
+    (verdict,) = book.verdicts_for(9, records)
+    assert verdict.claim == 9 and verdict.verdict in ("supported", "not supported", "depends")
+    with pytest.raises(ValueError, match="no verdict on claim 1"):
+        book.verdicts_for(1, records)
+
+
+def test_full_records_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        book.full_records("nope")
+    with pytest.raises(FileNotFoundError, match="bncourse reproduce"):
+        book.full_records("ics", results_dir=tmp_path)
+    (tmp_path / "ics").mkdir()
+    (tmp_path / "ics" / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json"):
+        book.full_records("ics", results_dir=tmp_path)
+
+
+def test_quick_records_rejects_unknown_names_and_empty_selections():
+    with pytest.raises(ValueError, match="unknown experiment"):
+        book.quick_records("nope")
+    with pytest.raises(ValueError, match="no quick runs"):
+        book.quick_records("ics", variants=("absent",))
+
+
+def _colours(ax):
+    from matplotlib.colors import to_hex
+    from matplotlib.markers import MarkerStyle
+
+    found = set()
+    for line in ax.get_lines():
+        if line.get_linestyle() not in ("None", "none", " ", ""):
+            found.add(to_hex(line.get_color()))
+        if line.get_marker() not in ("None", "none", " ", "", None):
+            found.add(to_hex(line.get_markeredgecolor()))
+            if MarkerStyle(line.get_marker()).is_filled():  # '_' caps have no face
+                found.add(to_hex(line.get_markerfacecolor()))
+    for patch in ax.patches:
+        if patch.get_fill():
+            found.add(to_hex(patch.get_facecolor()))
+    for collection in ax.collections:
+        for colour in list(collection.get_facecolors()) + list(collection.get_edgecolors()):
+            found.add(to_hex(colour))
+    return found
+
+
+@pytest.mark.slow
+def test_every_course_figure_uses_the_colour_blind_safe_palette():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bncourse import plotting
+    from bncourse.results import load_results
+
+    allowed = {c.lower() for c in PALETTE.values()}
+    records, bad = load_results(ROOT / "results")
+    assert not bad
+    protocols = {"t1-mlp": records_of(records, "t1-mlp"), "t4-cnn": records_of(records, "t4-cnn")}
+    axes = []
+    for runs in protocols.values():
+        axes += [plotting.plot_learning_curves(runs), plotting.plot_test_accuracy(runs),
+                 plotting.plot_epoch_seconds(runs)]
+    for name, (_, plot) in plotting.CLAIM_FIGURES.items():
+        axes.append(plot(records_of(records, name)))
+    axes.append(plotting.plot_gamma_beta(records_of(records, "bias-before-bn")))
+    for ax in axes:
+        colours = _colours(ax) - {"#000000", "#ffffff"}
+        assert colours, f"{ax.get_title()!r} has no coloured artists"
+        assert colours <= allowed, (ax.get_title(), sorted(colours - allowed))
+        plt.close(ax.figure)
+
+
+def records_of(records, name):
+    return [r for r in records if r["config"]["experiment"] == name]
+
+
+def test_book_matplotlibrc_cycles_through_the_palette():
+    text = (ROOT / "bncourse" / "matplotlibrc").read_text()
+    cycle = text.split("cycler('color', [")[1].split("]")[0]
+    colours = {"#" + c.strip(" '").lower() for c in cycle.split(",")}
+    assert colours == {c.lower() for c in PALETTE.values()}
