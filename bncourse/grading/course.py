@@ -92,12 +92,50 @@ class Course:
 
     def max_points(self, assignment: str) -> dict:
         """``{grade cell id: points}`` of the automatically graded cells."""
-        return {
-            c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"]["points"])
-            for c in self.source(assignment).cells
-            if c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata["nbgrader"].get("solution")
-        }
+        return graded_points(self.source(assignment))[0]
+
+
+def graded_points(nb) -> tuple[dict, dict]:
+    """``({grade id: points}, {grade id: points})``: a notebook's automatically graded test
+    cells and its answers graded by hand, from nbgrader's cell metadata."""
+    automatic, manual = {}, {}
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade"):
+            (manual if meta.get("solution") else automatic)[meta["grade_id"]] = \
+                float(meta["points"])
+    return automatic, manual
+
+
+def outline(name: str, source=None) -> dict:
+    """What a problem set's source notebook says about itself, for the book's pages.
+
+    Returns ``{"title", "steps" (the numbered list of its introduction), "automatic",
+    "manual" (points), "parts" (automatically graded test cells)}``.
+    """
+    source = Path(source) if source is not None else ASSIGNMENTS / "source"
+    path = source / name / f"{name}.ipynb"
+    if not path.is_file():
+        raise FileNotFoundError(f"no source notebook for problem set {name!r}: {path}")
+    nb = nbformat.read(path, as_version=4)
+    intro = next((c.source for c in nb.cells if c.cell_type == "markdown"
+                  and c.source.lstrip().startswith("# ")), None)
+    if intro is None:
+        raise ValueError(f"{path} has no markdown cell that opens with a '# ' title")
+    title = intro.lstrip().splitlines()[0][2:].strip()
+    steps, current = [], None
+    for line in intro.splitlines():
+        numbered = re.match(r"^\d+\.\s+(.*)", line)
+        if numbered:
+            current = numbered.group(1).strip()
+            steps.append(current)
+        elif current is not None and line.startswith("   ") and line.strip():
+            steps[-1] = f"{steps[-1]} {line.strip()}"
+        else:
+            current = None
+    automatic, manual = graded_points(nb)
+    return {"title": title, "steps": steps, "automatic": sum(automatic.values()),
+            "manual": sum(manual.values()), "parts": len(automatic)}
 
 
 def grade_id(cell) -> str | None:
