@@ -26,6 +26,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -184,6 +185,9 @@ def main(argv=None) -> int:
                         help="fold: predict only the first N test images (all 10,000)")
     parser.add_argument("--class-size", type=int, default=40,
                         help="grading: the size of the ps1-forward class (40; 0 skips it)")
+    parser.add_argument("--save", default=None, metavar="PATH",
+                        help="grading: also write the measurements and their provenance as "
+                        "JSON to PATH (the book reads results/benchmarks/grading.json)")
     args = parser.parse_args(argv)
     if args.rows < 2 or args.features < 1 or (args.repeat is not None and args.repeat < 1):
         parser.error("--rows must be >= 2, --features and --repeat >= 1")
@@ -191,10 +195,17 @@ def main(argv=None) -> int:
         parser.error("--images must be >= 1")
     if args.class_size < 0:
         parser.error("--class-size must be >= 0")
+    started_load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     if args.which == "grading":
         from bncourse.grading import bench as grading_bench
 
-        print(grading_bench.format_report(grading_bench.run(class_size=args.class_size)))
+        if args.save is not None and not Path(args.save).parent.is_dir():
+            parser.error(f"--save: the folder of {args.save!r} does not exist")
+        result = grading_bench.run(class_size=args.class_size)
+        print(grading_bench.format_report(result))
+        if args.save is not None:
+            grading_bench.save(result, args.save, started_load=started_load)
+            print(f"wrote {args.save}")
         return 0
     if args.which == "fold":
         rows, n = run_fold(repeat=args.repeat or 15, n_images=args.images)

@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 FORMAT = 1
+# results/benchmarks/ holds benchmark measurements (``python -m bncourse.bench ... --save``),
+# which are not training runs and are skipped by load_results.
+BENCHMARKS = "benchmarks"
 
 
 def _digest(record: dict) -> str:
@@ -83,6 +86,17 @@ def _machine() -> dict:
         devices = [d.name for d in tf.config.list_logical_devices()]
     machine["devices"] = devices
     return machine
+
+
+def provenance_now(command=None) -> dict:
+    """Where and when a measurement is being made: command, date, versions, machine, load."""
+    return {
+        "command": command if command is not None else sys.argv,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "machine": _machine(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
 
 
 def make_record(config: dict, outcome: dict, *, command=None, started=None) -> dict:
@@ -199,6 +213,8 @@ def load_results(directory, *, include_bad=False):
     """
     records, bad = [], []
     for path in sorted(Path(directory).rglob("*.json")):
+        if BENCHMARKS in path.relative_to(directory).parts[:-1]:
+            continue  # benchmark measurements, not training runs
         check = check_result(path)
         if check.ok:
             records.append(check.record)

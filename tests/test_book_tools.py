@@ -226,3 +226,45 @@ def test_book_matplotlibrc_cycles_through_the_palette():
     cycle = text.split("cycler('color', [")[1].split("]")[0]
     colours = {"#" + c.strip(" '").lower() for c in cycle.split(",")}
     assert colours == {c.lower() for c in PALETTE.values()}
+
+
+def test_grading_benchmark_saved_with_provenance_and_skipped_by_load_results(tmp_path):
+    from bncourse.grading import bench as grading_bench
+    from bncourse.results import load_results
+
+    result = {"rows": [{"problem_set": "ps1-forward", "autograde_seconds": 5.0,
+                        "kernel_seconds": 1.0, "kernel_peak_mb": 60.0, "verify_seconds": 0.5,
+                        "verify_peak_mb": 130.0, "score": 12.0, "max_score": 12.0}],
+              "class": None}
+    (tmp_path / "benchmarks").mkdir()
+    path = grading_bench.save(result, tmp_path / "benchmarks" / "grading.json",
+                              started_load=[1.0, 1.0, 1.0])
+    loaded = grading_bench.load(path)
+    assert loaded["rows"] == result["rows"]
+    assert loaded["provenance"]["load_average_at_start"] == [1.0, 1.0, 1.0]
+    assert loaded["provenance"]["versions"]["bncourse"]
+    assert "ps1-forward" in grading_bench.format_report(loaded)
+    assert load_results(tmp_path) == ([], [])  # a benchmark is not a training run
+    (tmp_path / "other.json").write_text('{"benchmark": "numpy"}')
+    with pytest.raises(ValueError, match="not a grading benchmark"):
+        grading_bench.load(tmp_path / "other.json")
+    with pytest.raises(ValueError, match="not a readable"):
+        grading_bench.load(tmp_path / "missing.json")
+
+
+def test_committed_grading_benchmark_is_complete():
+    from bncourse.grading import PROBLEM_SETS
+    from bncourse.grading import bench as grading_bench
+
+    measured = grading_bench.load(ROOT / "results" / "benchmarks" / "grading.json")
+    assert {r["problem_set"] for r in measured["rows"]} == set(PROBLEM_SETS)
+    assert all(r["score"] == r["max_score"] for r in measured["rows"])
+    assert measured["class"]["students"] == 40
+
+
+def test_bench_save_needs_an_existing_folder(tmp_path, capsys):
+    from bncourse import bench
+
+    with pytest.raises(SystemExit):
+        bench.main(["grading", "--save", str(tmp_path / "no" / "such.json")])
+    assert "does not exist" in capsys.readouterr().err

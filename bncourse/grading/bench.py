@@ -67,6 +67,34 @@ def run(problem_sets=None, class_size: int = 40) -> dict:
     return {"rows": rows, "class": klass}
 
 
+def save(result: dict, path, *, started_load=None) -> Path:
+    """Write ``result`` with its provenance (and the load average when the run began and
+    ended) as JSON to ``path``; return the path."""
+    from bncourse.results import provenance_now
+
+    provenance = provenance_now()
+    provenance["load_average_at_start"] = started_load
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps({"benchmark": "grading", **result, "provenance": provenance},
+                              indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load(path) -> dict:
+    """A result written by :func:`save`; ``ValueError`` names what is wrong with it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable grading benchmark ({e})") from e
+    if data.get("benchmark") != "grading" or not data.get("rows"):
+        raise ValueError(f"{path}: not a grading benchmark result (no 'benchmark': 'grading' "
+                         "with rows)")
+    return data
+
+
 def format_report(result: dict) -> str:
     """The measurements as a table, with the budgets beside them."""
     lines = [
