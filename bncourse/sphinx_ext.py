@@ -10,8 +10,12 @@ It does three things:
   executed anew.
 * **Offline equations.** MathJax is loaded from a local copy served with the book
   (``_static/mathjax/``, from :mod:`bncourse.mathjax`), not from a CDN.
-* **Kernels set up alike.** TensorFlow's C++ start-up logs would land in the pages' stderr
-  outputs, so the kernels inherit ``TF_CPP_MIN_LOG_LEVEL=3``; and they inherit
+* **Kernels set up alike.** TensorFlow's C++ start-up logs (absl's, which
+  ``TF_CPP_MIN_LOG_LEVEL`` does not silence) are written to file descriptor 2, and
+  ipykernel would copy them into the pages as stderr outputs. The kernels get their own
+  IPython directory next to the build, whose kernel configuration turns that copying off:
+  C-level output goes to the build log, while Python's warnings and ``sys.stderr`` still
+  show on the page (and the book's test fails on them). The kernels also inherit
   ``MATPLOTLIBRC``, pointing at the course's matplotlib defaults (Okabe and Ito's
   colour-blind-safe palette as the colour cycle, the figure size of
   :mod:`bncourse.plotting`).
@@ -110,7 +114,23 @@ def _unique_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique
 
 
+KERNEL_CONFIG = """\
+# Written by bncourse.sphinx_ext for the book's kernels: C-level output (TensorFlow's start-up
+# logs) goes to the build log, not into the pages.
+c.IPKernelApp.capture_fd_output = False
+"""
+
+
+def _kernel_profile(outdir) -> Path:
+    ipython_dir = Path(outdir).parent / ".ipython"
+    profile = ipython_dir / "profile_default"
+    profile.mkdir(parents=True, exist_ok=True)
+    (profile / "ipython_kernel_config.py").write_text(KERNEL_CONFIG)
+    return ipython_dir
+
+
 def setup(app):
+    os.environ["IPYTHONDIR"] = str(_kernel_profile(app.outdir))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ["MATPLOTLIBRC"] = str(Path(__file__).with_name("matplotlibrc"))
     app.connect("config-inited", _use_local_mathjax)
