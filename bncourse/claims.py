@@ -195,6 +195,9 @@ def _train_bias_before_bn(config, on_epoch=None):
 BIAS_ACCURACY_TOLERANCE = 0.01  # accuracies within 1 point count as the same
 BIAS_STAYS_AT_ZERO = 1e-3  # a bias that never leaves its initial 0 by more than this
 GAMMA_MATCHES_STD = 0.25  # median relative gap |gamma - std| / std below which gamma "is" std
+# ... and gamma must have moved there: its gap at most this fraction of the gap it started
+# with (gamma starts at 1), or an input std that happens to be near 1 would pass unmoved.
+GAMMA_MOVED = 0.5
 
 
 def _judge_bias_before_bn(records):
@@ -225,32 +228,38 @@ def _judge_bias_before_bn(records):
         "parameters",
     )
     # Claim 10, from the runs without bias: does gamma approach the input's std, beta its mean?
-    gaps_gamma, gaps_beta, corr_gamma, corr_beta = [], [], [], []
+    gaps_gamma, gaps_start, gaps_beta, corr_gamma, corr_beta = [], [], [], [], []
     for r in by_variant["nobias"]:
         for layer in r["layers"]:
             gamma, beta = np.array(layer["gamma"]), np.array(layer["beta"])
             mean, std = np.array(layer["input_mean"]), np.array(layer["input_std"])
             gaps_gamma.append(np.median(np.abs(gamma - std) / std))
+            gaps_start.append(np.median(np.abs(1.0 - std) / std))
             gaps_beta.append(np.median(np.abs(beta - mean) / std))
             for values, reference, into in ((gamma, std, corr_gamma), (beta, mean, corr_beta)):
                 if np.std(values) > 0 and np.std(reference) > 0:  # else undefined
                     into.append(float(np.corrcoef(values, reference)[0, 1]))
     gap = float(np.median(gaps_gamma))
+    start = float(np.median(gaps_start))
     claim10 = Verdict(
         claim=10,
         text="During training gamma tends to the data's standard deviation and beta to its mean",
         experiment="bias-before-bn",
         numbers={
             "median |gamma - input std| / input std": f"{gap:.2f}",
+            "the same for gamma's initial value 1, median |1 - input std| / input std":
+                f"{start:.2f}",
             "median |beta - input mean| / input std": f"{float(np.median(gaps_beta)):.2f}",
             "correlation of gamma with the input std":
                 _fmt(_mean_std(corr_gamma), 2) if corr_gamma else "undefined (constant)",
             "correlation of beta with the input mean":
                 _fmt(_mean_std(corr_beta), 2) if corr_beta else "undefined (constant)",
         },
-        verdict="supported" if gap <= GAMMA_MATCHES_STD else "not supported",
+        verdict="supported" if gap <= GAMMA_MATCHES_STD and gap <= GAMMA_MOVED * start
+        else "not supported",
         rule=f"supported if gamma is within {GAMMA_MATCHES_STD:.0%} of the standard deviation "
-        "of BN's input (median over features, layers and seeds)",
+        "of BN's input (median over features, layers and seeds) and has moved there: its gap "
+        f"is at most {GAMMA_MOVED:g} times the gap of its initial value 1",
     )
     return [claim8, claim10]
 
@@ -748,6 +757,9 @@ def _judge_ics(records):
 
 
 
+# "ln" is Keras's LayerNormalization with its default axis=-1: on the convolutions' feature
+# maps it normalises each position over its channels only, not over (H, W, C) as in Ba et
+# al. (2016) (that would be GroupNormalization(groups=1)). Its labels say so.
 NORM_LAYERS = {
     "bn": lambda name: __import__("keras").layers.BatchNormalization(name=name),
     "gn": lambda name: __import__("keras").layers.GroupNormalization(groups=8, name=name),
@@ -756,7 +768,8 @@ NORM_LAYERS = {
 
 
 def _train_small_batch(config, on_epoch=None):
-    """The tutorial CNN with BN, GroupNorm (8 groups) or LayerNorm before each activation,
+    """The tutorial CNN with BN, GroupNorm (8 groups) or Keras's LayerNormalization (default
+    axis: over channels only) before each activation,
     trained with Adam at a given batch size on a fixed number of images; records the training
     accuracy as fit reports it (training mode) and the test accuracy (inference mode)."""
 
@@ -993,7 +1006,8 @@ CLAIMS = {
         ),
         ClaimExperiment(
             name="small-batch",
-            title="Tutorial CNN with BN, GroupNorm or LayerNorm before each ReLU, batch sizes "
+            title="Tutorial CNN with BN, GroupNorm or LayerNormalization (channels only) "
+            "before each ReLU, batch sizes "
             "2 to 32",
             variants=("bn", "gn", "ln"),
             settings={"quick": {"train": 1000, "test": 1000, "epochs": 1},

@@ -372,7 +372,7 @@ def plot_small_batch(records, ax=None):
     ax = _axes(ax)
     groups = _claim_groups(records, "batch_size")
     names = {"bn": (PALETTE["blue"], "BN"), "gn": (PALETTE["bluish green"], "GroupNorm (8 groups)"),
-             "ln": (PALETTE["reddish purple"], "LayerNorm")}
+             "ln": (PALETTE["reddish purple"], "LayerNormalization (over channels only)")}
     for variant, (color, label) in names.items():
         batches = sorted(b for v, b in groups if v == variant)
         if not batches:

@@ -63,27 +63,25 @@ def _versions() -> dict:
 
 
 def _machine() -> dict:
-    import keras
-
+    # Importing Keras only to name its backend costs seconds (TensorFlow loads) in runs that
+    # never used it; then the backend is the one Keras would pick.
+    keras = sys.modules.get("keras")
     machine = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "keras_backend": keras.backend.backend(),
+        "keras_backend": keras.backend.backend() if keras is not None
+        else os.environ.get("KERAS_BACKEND", "tensorflow"),
     }
     try:
         machine["load_average_1min"] = os.getloadavg()[0]
     except OSError:
         pass
-    devices = []
-    if machine["keras_backend"] == "jax":
-        import jax
-
-        devices = [str(d) for d in jax.devices()]
-    elif machine["keras_backend"] == "tensorflow":
-        import tensorflow as tf
-
-        devices = [d.name for d in tf.config.list_logical_devices()]
+    devices = None  # None: the framework was not loaded by this run
+    if machine["keras_backend"] == "jax" and "jax" in sys.modules:
+        devices = [str(d) for d in sys.modules["jax"].devices()]
+    elif machine["keras_backend"] == "tensorflow" and "tensorflow" in sys.modules:
+        devices = [d.name for d in sys.modules["tensorflow"].config.list_logical_devices()]
     machine["devices"] = devices
     return machine
 
