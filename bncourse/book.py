@@ -15,7 +15,8 @@ import io
 import tempfile
 from pathlib import Path
 
-__all__ = ["experiment_names", "full_records", "quick_records", "verdicts_for"]
+__all__ = ["experiment_names", "full_records", "quick_records", "verdict_markdown",
+           "verdicts_for"]
 
 
 def experiment_names() -> list:
@@ -109,3 +110,18 @@ def verdicts_for(claim: int, records) -> list:
     if not found:
         raise ValueError(f"these records judge no verdict on claim {claim}")
     return found
+
+
+def verdict_markdown(verdict):
+    """A verdict as a page shows it: the claim, its numbers and verdict in a Markdown table,
+    then the rule that decided it (an ``IPython.display.Markdown`` object)."""
+    from IPython.display import Markdown
+
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|")  # a literal bar, not a column break
+
+    rows = [f"**Claim {verdict.claim}:** {verdict.text} (experiment `{verdict.experiment}`)",
+            "", "| quantity | value |", "|---|---|"]
+    rows += [f"| {cell(key)} | {cell(value)} |" for key, value in verdict.numbers.items()]
+    rows.append(f"| **verdict on claim {verdict.claim}** | **{verdict.verdict}** |")
+    return Markdown("\n".join(rows) + f"\n\nRule: {verdict.rule}.")

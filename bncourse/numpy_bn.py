@@ -226,7 +226,7 @@ def batchnorm_forward(x, gamma, beta, epsilon=1e-3, axis=-1):
     m = x.size // x.shape[axis]
     if m < 2:
         raise ValueError(
-            f"batch Normalization in training mode needs more than one value per feature, "
+            f"Batch Normalization in training mode needs more than one value per feature, "
             f"got x of shape {x.shape} (one value per feature along axis {axis}): its "
             "batch variance would be 0 and the output just beta; use a larger batch or "
             "inference mode"

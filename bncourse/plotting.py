@@ -43,6 +43,15 @@ VARIANT_STYLE = {
 _ORDER = ("none", "before", "after")
 
 
+def _sd(values, axis=None):
+    """The sample standard deviation over seeds (ddof=1, as in the tables and verdicts); 0
+    for a single seed."""
+    values = np.asarray(values, dtype=float)
+    n = values.shape[axis] if axis is not None else values.size
+    return np.std(values, axis=axis, ddof=1) if n > 1 else np.zeros_like(
+        np.mean(values, axis=axis))
+
+
 def _axes(ax):
     if ax is None:
         import matplotlib.pyplot as plt
@@ -86,7 +95,7 @@ def plot_learning_curves(records, metric: str = "accuracy", ax=None):
         for key, dashes, what in ((metric, "--", "training"), (f"val_{metric}", "-", "validation")):
             curves = np.array([r["history"][key] for r in runs])
             epochs = np.arange(1, curves.shape[1] + 1)
-            mean, std = curves.mean(axis=0), curves.std(axis=0)
+            mean, std = curves.mean(axis=0), _sd(curves, axis=0)
             ax.plot(epochs, mean, dashes, color=style["color"], lw=1.8,
                     label=f"{style['label']}, {what}")
             if len(runs) > 1:
@@ -247,7 +256,7 @@ def plot_sweep(records, key, ax=None):
         color, label = CLAIM_STYLE[variant]
         values = sorted(k for v, k in groups if v == variant)
         accs = [[r["best_val_accuracy"] for r in groups[(variant, k)]] for k in values]
-        ax.errorbar(values, [np.mean(a) for a in accs], yerr=[np.std(a) for a in accs],
+        ax.errorbar(values, [np.mean(a) for a in accs], yerr=[_sd(a) for a in accs],
                     color=color, marker="o", capsize=4, label=label)
     ax.set_xscale("log")
     ax.axhline(0.1, color="black", lw=0.8, ls=":", label="chance")
@@ -318,7 +327,7 @@ def plot_regularisation(records, ax=None):
     groups = _claim_groups(records)
     gaps = [[r["train_accuracy"] - r["final_val_accuracy"] for r in groups[v]] for v in order]
     _bars(ax, [CLAIM_STYLE[v][1] for v in order], [np.mean(g) for g in gaps],
-          [np.std(g) for g in gaps], [CLAIM_STYLE[v][0] for v in order])
+          [_sd(g) for g in gaps], [CLAIM_STYLE[v][0] for v in order])
     ax.set_ylabel("training minus validation accuracy")
     ax.set_title("Claim 5: overfitting with and without BN and dropout", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
@@ -335,9 +344,9 @@ def plot_inference_stats(records, ax=None):
     for i, key in enumerate(keys):
         moving = [r["test_accuracy_moving"] for r in groups[key]]
         precise = [r["test_accuracy_precise"] for r in groups[key]]
-        ax.bar(i - width / 2, np.mean(moving), width, yerr=np.std(moving), color=PALETTE["orange"],
+        ax.bar(i - width / 2, np.mean(moving), width, yerr=_sd(moving), color=PALETTE["orange"],
                ecolor="black", capsize=4, label="moving statistics" if i == 0 else None)
-        ax.bar(i + width / 2, np.mean(precise), width, yerr=np.std(precise), color=PALETTE["blue"],
+        ax.bar(i + width / 2, np.mean(precise), width, yerr=_sd(precise), color=PALETTE["blue"],
                ecolor="black", capsize=4, label="recomputed statistics" if i == 0 else None)
         labels.append(f"{CLAIM_STYLE[key[0]][1]}\n{key[1]} steps")
     ax.set_xticks(range(len(keys)), labels, fontsize=8)
@@ -357,7 +366,7 @@ def plot_bias_before_bn(records, ax=None):
     accs = [[r["test"]["accuracy"] for r in groups[v]] for v in order]
     params = [groups[v][0]["n_params"]["trainable"] for v in order]
     _bars(ax, [f"{CLAIM_STYLE[v][1]}\n{p:,} parameters" for v, p in zip(order, params)],
-          [np.mean(a) for a in accs], [np.std(a) for a in accs],
+          [np.mean(a) for a in accs], [_sd(a) for a in accs],
           [CLAIM_STYLE[v][0] for v in order])
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
@@ -383,7 +392,7 @@ def plot_small_batch(records, ax=None):
                 continue
             accs = [[r["test"]["accuracy"] if key == "test" else r[key]
                      for r in groups[(variant, b)]] for b in batches]
-            ax.errorbar(batches, [np.mean(a) for a in accs], yerr=[np.std(a) for a in accs],
+            ax.errorbar(batches, [np.mean(a) for a in accs], yerr=[_sd(a) for a in accs],
                         color=color, ls=style, marker="o", capsize=4, label=label + suffix)
     ax.set_xscale("log", base=2)
     sizes = sorted({b for _, b in groups})
