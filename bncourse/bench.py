@@ -1,4 +1,4 @@
-"""Benchmarks that print ratios: ``python -m bncourse.bench [numpy|fold|grading]``.
+"""Benchmarks that print ratios: ``python -m bncourse.bench [numpy|fold|grading|book]``.
 
 ``numpy`` (the default): for ``x`` of shape (4096, 1024) float32, the median time of our
 training-mode forward, our staged and closed-form backward, Keras's BatchNormalization
@@ -13,6 +13,10 @@ each as a ratio to the model without BN.
 ``grading``: the autograding budgets (:mod:`bncourse.grading.bench`): each problem set's
 reference solution autograded alone, with the grading kernel's time and peak memory, and a
 class of 40 ps1-forward submissions.
+
+``book``: the book's build as ``make book`` runs it (``-W --keep-going``), into a temporary
+folder: a cold build (every page executed) and a rebuild with nothing changed, each as a
+ratio to its budget (10 minutes and 1 minute on 2 CPU cores).
 
 Nothing here asserts a time: the numbers are for reading, side by side, from one run on one
 machine.
@@ -153,6 +157,42 @@ def run_fold(repeat: int = 15, architectures=("mlp", "cnn"), n_images=None, seed
     return rows, len(x)
 
 
+BOOK_BUDGETS = {"cold build": 600.0, "rebuild, nothing changed": 60.0}
+
+
+def run_book(root=None) -> list:
+    """Build the book twice into a temporary folder; returns rows (what, seconds, budget)."""
+    import subprocess
+    import tempfile
+
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    if not (root / "_toc.yml").is_file():
+        raise FileNotFoundError(f"no book at {root}: _toc.yml is missing")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bncourse-book-bench-") as out:
+        for what in BOOK_BUDGETS:
+            started = time.perf_counter()
+            result = subprocess.run(
+                [str(jupyter_book), "build", str(root), "--path-output", out, "-W",
+                 "--keep-going"], capture_output=True, text=True)
+            seconds = time.perf_counter() - started
+            if result.returncode != 0:
+                raise RuntimeError(f"the book did not build ({what}):\n"
+                                   + (result.stdout + result.stderr)[-3000:])
+            rows.append((what, seconds, BOOK_BUDGETS[what]))
+    return rows
+
+
+def format_book_table(rows) -> str:
+    lines = [f"{'book build':<26}{'seconds':>9}{'budget':>8}{'of budget':>11}"]
+    for what, seconds, budget in rows:
+        lines.append(f"{what:<26}{seconds:>9.1f}{budget:>8.0f}{seconds / budget:>10.2f}x")
+    lines.append(f"on {os.cpu_count()} CPUs, load average at the end "
+                 f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
+    return "\n".join(lines)
+
+
 def format_fold_table(rows, n_images) -> str:
     """The fold benchmark as a table, with each time's ratio to the model without BN."""
     lines = [
@@ -172,7 +212,7 @@ def format_fold_table(rows, n_images) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bncourse.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", choices=("numpy", "fold", "grading"),
+    parser.add_argument("which", nargs="?", choices=("numpy", "fold", "grading", "book"),
                         default="numpy",
                         help="which benchmark (numpy)")
     parser.add_argument("--rows", type=int, default=4096, help="numpy: N, the batch size (4096)")
@@ -206,6 +246,9 @@ def main(argv=None) -> int:
         if args.save is not None:
             grading_bench.save(result, args.save, started_load=started_load)
             print(f"wrote {args.save}")
+        return 0
+    if args.which == "book":
+        print(format_book_table(run_book()))
         return 0
     if args.which == "fold":
         rows, n = run_fold(repeat=args.repeat or 15, n_images=args.images)

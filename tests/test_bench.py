@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from bncourse import bench
 
 
@@ -37,3 +39,21 @@ def test_fold_bench_prints_both_placements_of_both_models(capsys):
     assert "predict 200 Fashion-MNIST test images" in out
     for model in ("mlp before", "mlp after", "cnn before", "cnn after"):
         assert re.search(model + r"\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\n?", out), model
+
+
+@pytest.mark.slow
+def test_book_bench_builds_twice_and_prints_ratios_to_the_budgets(tmp_path):
+    (tmp_path / "_config.yml").write_text("title: t\nexecute:\n  execute_notebooks: cache\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
+    (tmp_path / "page.md").write_text("# A page\n\nText.\n")
+    rows = bench.run_book(tmp_path)
+    assert [what for what, _, _ in rows] == list(bench.BOOK_BUDGETS)
+    assert all(seconds > 0 for _, seconds, _ in rows)
+    table = bench.format_book_table(rows)
+    assert "cold build" in table and "x" in table.splitlines()[1]
+    (tmp_path / "_toc.yml").unlink()
+    with pytest.raises(FileNotFoundError, match="_toc.yml"):
+        bench.run_book(tmp_path)
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: missing\n")
+    with pytest.raises(RuntimeError, match="did not build"):
+        bench.run_book(tmp_path)
