@@ -268,3 +268,41 @@ def test_bench_save_needs_an_existing_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["grading", "--save", str(tmp_path / "no" / "such.json")])
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.book
+def test_a_package_change_re_executes_cached_pages(tmp_path):
+    """A tiny book with the course's extension: built twice, its page runs once; after a
+    file under bncourse/ changes, the page runs again although its own code did not."""
+    import subprocess
+    import sys
+
+    (tmp_path / "_config.yml").write_text(
+        "title: t\nexecute:\n  execute_notebooks: cache\n"
+        "sphinx:\n  extra_extensions:\n    - bncourse.sphinx_ext\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
+    (tmp_path / "page.md").write_text(
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
+        "# A page\n\n```{code-cell} python\n"
+        "print(open('bncourse/version.py').read().strip())\n```\n")
+    (tmp_path / "bncourse").mkdir()
+    (tmp_path / "bncourse" / "version.py").write_text("VERSION = 1\n")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+
+    def build():
+        result = subprocess.run([str(jupyter_book), "build", str(tmp_path), "-W",
+                                 "--keep-going"], capture_output=True, text=True, timeout=600)
+        log = result.stdout + result.stderr
+        assert result.returncode == 0, log[-3000:]
+        html = (tmp_path / "_build" / "html" / "page.html").read_text()
+        return "Executing notebook" in log, html
+
+    executed, html = build()
+    assert executed and "VERSION = 1" in html
+    executed, html = build()
+    assert not executed and "VERSION = 1" in html  # cached
+    (tmp_path / "bncourse" / "version.py").write_text("VERSION = 2\n")
+    executed, html = build()
+    assert executed and "VERSION = 2" in html
