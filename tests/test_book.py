@@ -79,6 +79,8 @@ def test_book_builds_without_warnings(built_book):
     assert any("_static/mathjax/tex-mml-chtml.js" in s for s in scripts), scripts
     assert not [s for s in scripts if "://" in s], scripts
     assert (HTML / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
+    # Browsers ask for /favicon.ico on the redirecting index.html, which names no icon.
+    assert (HTML / "favicon.ico").read_bytes()[:4] == b"\x00\x00\x01\x00"
 
 
 # --------------------------------------------------------------------------- the browser

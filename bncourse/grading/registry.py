@@ -32,6 +32,9 @@ BNCOURSE_MODULES = (
     "bncourse.plotting",
     "bncourse.results",
     "bncourse.data",
+    "bncourse.book",
+    "bncourse.mathjax",
+    "bncourse.sphinx_ext",
     "bncourse.grading.solutions",
 )
 FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "tf_keras", "flax")
