@@ -4,7 +4,7 @@ The build runs once per session (the fixture `built_book`), into the repository'
 `_build/` like `make book`, so an unchanged book is not executed twice. The browser test
 serves `_build/html` on 127.0.0.1 and opens every page in Debian's headless Chromium
 through chromium-driver, with every other host unreachable; it saves a screenshot of each
-page under `_build/screenshots/`.
+page under `_build/screenshots/` (long pages in parts of 8,000 pixels).
 """
 
 from __future__ import annotations
@@ -178,14 +178,24 @@ return Array.from(document.querySelectorAll('main img, article img')).map(img =>
 """
 
 
-def _screenshot(driver, path):
+def _screenshot(driver, stem: str, width: int = 1280, segment: int = 8000):
+    """Save the whole page as ``stem``.png (and ``stem``-2.png, ... below 8,000 pixels).
+
+    The viewport is resized to the part being saved: capturing beyond the viewport instead
+    shifts the theme's layout sideways on long pages."""
     height = driver.execute_script(
         "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": 1280, "height": min(int(height), 16000), "scale": 1},
-    })
-    path.write_bytes(base64.b64decode(shot["data"]))
+    try:
+        for i, top in enumerate(range(0, int(height), segment)):
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": width, "height": min(segment, int(height) - top),
+                "deviceScaleFactor": 1, "mobile": False})
+            driver.execute_script("window.scrollTo(0, arguments[0])", top)
+            shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+            name = f"{stem}.png" if i == 0 else f"{stem}-{i + 1}.png"
+            (SCREENSHOTS / name).write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 @pytest.mark.slow
@@ -256,8 +266,7 @@ def test_every_page_renders_offline_in_chromium(browser, server):
                 fragment = urllib.parse.unquote(parsed.fragment)
                 if ids is not None and fragment not in ids.ids:
                     problems.append(f"{page}: link {href!r}: no id {fragment!r} in {target}")
-        _screenshot(browser, SCREENSHOTS / (page.replace("/", "__").removesuffix(".html")
-                                            + ".png"))
+        _screenshot(browser, page.replace("/", "__").removesuffix(".html"))
     assert not problems, "\n".join(problems)
     assert typeset_pages >= 5, f"only {typeset_pages} page(s) had typeset equations"
 
