@@ -147,7 +147,43 @@ def _favicon_ico(app, exception):
     icon.save(Path(app.outdir) / "favicon.ico", sizes=[(32, 32), (16, 16)])
 
 
+BIBLIOGRAPHY_STYLE = "bncourse_author_year"
+
+
+def _register_bibliography_style():
+    """The bibliography's entries labelled like the citations in the text: "Ioffe and
+    Szegedy, 2015", "Santurkar et al., 2018", sorted by author and year."""
+    from pybtex.plugin import register_plugin
+    from pybtex.style.formatting.unsrt import Style
+    from pybtex.style.labels import BaseLabelStyle
+
+    class AuthorYearLabels(BaseLabelStyle):
+        def format_labels(self, sorted_entries):
+            labels = []
+            for entry in sorted_entries:
+                people = entry.persons.get("author") or entry.persons.get("editor") or []
+                names = [" ".join(p.last_names) for p in people]
+                who = f"{names[0]} et al." if len(names) > 2 else " and ".join(names)
+                label = f"{who or entry.key}, {entry.fields.get('year', 'n.d.')}"
+                labels.append(label.replace("{", "").replace("}", ""))
+            # Labels must be unique: the same authors and year become 1998a, 1998b, ...
+            for label in set(labels):
+                where = [i for i, other in enumerate(labels) if other == label]
+                if len(where) > 1:
+                    for letter, i in zip("abcdefghijklmnopqrstuvwxyz", where):
+                        labels[i] = f"{label}{letter}"
+            yield from labels
+
+    class AuthorYearStyle(Style):
+        default_label_style = AuthorYearLabels
+        default_sorting_style = "author_year_title"
+
+    register_plugin("pybtex.style.formatting", BIBLIOGRAPHY_STYLE, AuthorYearStyle,
+                    force=True)
+
+
 def setup(app):
+    _register_bibliography_style()
     os.environ["IPYTHONDIR"] = str(_kernel_profile(app.outdir))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ["MATPLOTLIBRC"] = str(Path(__file__).with_name("matplotlibrc"))
