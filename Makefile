@@ -37,7 +37,7 @@ data: $(STAMP)
 mathjax: $(STAMP)
 	@$(PY) -m bncourse.mathjax ensure
 
-# Headless Chromium and its WebDriver for the book's browser test (tests/test_book_browser.py),
+# Headless Chromium and its WebDriver for the book's browser test (tests/test_book.py),
 # from Debian's packages when running as root with apt-get.
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \

@@ -116,7 +116,7 @@ def format_table(rows, shape) -> str:
     return "\n".join(lines)
 
 
-def _predictor(model, inputs, batch_size: int = 1000):
+def predictor(model, inputs, batch_size: int = 1000):
     """A function predicting all inputs batch by batch, without ``predict``'s data pipeline."""
 
     def predict_all():
@@ -152,7 +152,7 @@ def run_fold(repeat: int = 15, architectures=("mlp", "cnn"), n_images=None, seed
                     layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
             folded = fold.fold_batchnorm(with_bn)
             without = builders[arch](None)
-            fns = [_predictor(m, inputs) for m in (with_bn, folded, without)]
+            fns = [predictor(m, inputs) for m in (with_bn, folded, without)]
             rows.append((arch, bn, median_seconds(fns, repeat=repeat)))
     return rows, len(x)
 
@@ -188,8 +188,9 @@ def format_book_table(rows) -> str:
     lines = [f"{'book build':<26}{'seconds':>9}{'budget':>8}{'of budget':>11}"]
     for what, seconds, budget in rows:
         lines.append(f"{what:<26}{seconds:>9.1f}{budget:>8.0f}{seconds / budget:>10.2f}x")
-    lines.append(f"on {os.cpu_count()} CPUs, load average at the end "
-                 f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
+    if hasattr(os, "getloadavg"):
+        lines.append(f"on {os.cpu_count()} CPUs, load average at the end "
+                     f"{os.getloadavg()[0]:.1f}")
     return "\n".join(lines)
 
 
@@ -235,10 +236,10 @@ def main(argv=None) -> int:
         parser.error("--images must be >= 1")
     if args.class_size < 0:
         parser.error("--class-size must be >= 0")
-    started_load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     if args.which == "grading":
         from bncourse.grading import bench as grading_bench
 
+        started_load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         if args.save is not None and not Path(args.save).parent.is_dir():
             parser.error(f"--save: the folder of {args.save!r} does not exist")
         result = grading_bench.run(class_size=args.class_size)

@@ -15,36 +15,7 @@ import io
 import tempfile
 from pathlib import Path
 
-__all__ = ["experiment_names", "full_records", "quick_records", "verdict_markdown",
-           "verdicts_for"]
-
-
-def experiment_names() -> list:
-    """Every experiment the book can show: the tutorials' protocols and the claim
-    experiments."""
-    from bncourse.claims import CLAIMS
-    from bncourse.experiments import PROTOCOLS
-
-    return [*PROTOCOLS, *CLAIMS]
-
-
-def _configs(name: str, profile: str, seeds, variants) -> list:
-    from bncourse.claims import CLAIMS, claim_configs
-    from bncourse.experiments import PROTOCOLS, run_config
-
-    if name in CLAIMS:
-        configs = claim_configs(CLAIMS[name], profile)
-        if seeds is not None:
-            configs = [c for c in configs if c["seed"] in seeds]
-        if variants is not None:
-            configs = [c for c in configs if c["variant"] in variants]
-        return configs
-    if name in PROTOCOLS:
-        protocol = PROTOCOLS[name]
-        return [run_config(protocol, bn, seed, profile)
-                for seed in (protocol.seeds if seeds is None else seeds)
-                for bn in (protocol.variants if variants is None else variants)]
-    raise ValueError(f"unknown experiment {name!r}; known: {', '.join(experiment_names())}")
+__all__ = ["full_records", "quick_records", "verdict_markdown", "verdicts_for"]
 
 
 def quick_records(name: str, *, seeds=(0,), variants=None, out_dir=None) -> list:
@@ -59,9 +30,9 @@ def quick_records(name: str, *, seeds=(0,), variants=None, out_dir=None) -> list
         out_dir: where the runs are saved; by default a temporary folder that is removed
             afterwards, so nothing from an earlier build is reused.
     """
-    from bncourse.cli import run_configs
+    from bncourse.cli import experiment_configs, run_configs
 
-    configs = _configs(name, "quick", seeds, variants)
+    configs = experiment_configs(name, "quick", seeds=seeds, variants=variants)
     if not configs:
         raise ValueError(f"no quick runs of {name!r} match seeds={seeds!r}, "
                          f"variants={variants!r}")
@@ -79,6 +50,7 @@ def full_records(name: str, results_dir=None) -> list:
         FileNotFoundError: no results folder, or no full run of ``name`` in it.
         ValueError: an unknown experiment, or a result file that fails its checks.
     """
+    from bncourse.cli import experiment_names
     from bncourse.results import load_results, repository_results_dir
 
     if name not in experiment_names():

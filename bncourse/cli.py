@@ -191,6 +191,31 @@ def run_configs(configs, out_dir, *, rerun=False, command=None, stream=None):
     return records
 
 
+def experiment_names() -> list:
+    """Every registered experiment: the tutorials' protocols, then the claim experiments."""
+    from bncourse.claims import CLAIMS
+
+    return [*PROTOCOLS, *CLAIMS]
+
+
+def experiment_configs(name: str, profile: str, *, seeds=None, variants=None) -> list:
+    """Every run of experiment ``name`` (a protocol or a claim experiment) in ``profile``,
+    seed by seed; ``seeds`` and ``variants`` keep only those (None: all of them)."""
+    from bncourse.claims import CLAIMS, claim_configs
+
+    if name in CLAIMS:
+        configs = claim_configs(CLAIMS[name], profile)
+    elif name in PROTOCOLS:
+        protocol = PROTOCOLS[name]
+        configs = [run_config(protocol, bn, seed, profile)
+                   for seed in protocol.seeds for bn in protocol.variants]
+    else:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(experiment_names())}")
+    return [c for c in configs
+            if (seeds is None or c["seed"] in seeds)
+            and (variants is None or c.get("variant", c.get("bn")) in variants)]
+
+
 def _dataset_available(name) -> str | None:
     """None if the dataset can be loaded here, else why not (one line)."""
     try:
@@ -235,25 +260,21 @@ def cmd_reproduce(args, out=None):
     out = out or sys.stdout
     from bncourse.results import format_table, summarize
 
-    from bncourse.claims import CLAIMS, claim_configs, format_verdicts, verdicts
+    from bncourse.claims import CLAIMS, format_verdicts, verdicts
 
-    names = args.only or [*PROTOCOLS, *CLAIMS]
+    names = args.only or experiment_names()
     out_dir = _writable_dir(args.out or ("results" if args.profile == "full" else "runs/quick"))
     all_records = []
     for name in names:
         if name in CLAIMS:
-            experiment = CLAIMS[name]
-            configs = claim_configs(experiment, args.profile)
-            title = experiment.title
+            title = CLAIMS[name].title
         else:
-            protocol = PROTOCOLS[name]
-            missing = _dataset_available(protocol.dataset)
+            missing = _dataset_available(PROTOCOLS[name].dataset)
             if missing:
                 out.write(f"skipped {name}: {missing}\n")
                 continue
-            configs = [run_config(protocol, bn, seed, args.profile)
-                       for seed in protocol.seeds for bn in protocol.variants]
-            title = protocol.title
+            title = PROTOCOLS[name].title
+        configs = experiment_configs(name, args.profile)
         out.write(f"{name}: {title}, {len(configs)} run(s)\n")
         out.flush()
         all_records += run_configs(configs, out_dir, rerun=args.rerun,

@@ -87,13 +87,13 @@ def _machine() -> dict:
 
 
 def provenance_now(command=None) -> dict:
-    """Where and when a measurement is being made: command, date, versions, machine, load."""
+    """Where and when a measurement is being made: command, date, package versions and the
+    machine (with its load average now)."""
     return {
         "command": command if command is not None else sys.argv,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
         "machine": _machine(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -101,11 +101,8 @@ def make_record(config: dict, outcome: dict, *, command=None, started=None) -> d
     """A result record: configuration, outcome of :func:`train_run`, and provenance."""
     protocol = PROTOCOLS.get(config["experiment"])
     provenance = {
-        "command": command if command is not None else sys.argv,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **provenance_now(command),
         "started": started,
-        "versions": _versions(),
-        "machine": _machine(),
         "deterministic_ops": outcome.pop("deterministic", None),
         "data": outcome.pop("data_note", None),
     }

@@ -252,3 +252,18 @@ def test_compare_without_the_data_fails_in_one_line_before_training(tmp_path, ca
                                     str(tmp_path / "r")], capsys)
     assert code == 1 and stdout == ""
     assert stderr == "error: dataset 'kmnist' was not found. Tried, in order: x\n"
+
+
+def test_experiment_configs_cover_protocols_and_claims_and_narrow():
+    from bncourse.cli import experiment_configs, experiment_names
+
+    assert "t1-mlp" in experiment_names() and "ics" in experiment_names()
+    t1 = experiment_configs("t1-mlp", "full")
+    assert [(c["seed"], c["bn"]) for c in t1][:3] == [(0, "none"), (0, "before"), (0, "after")]
+    assert len(t1) == 9
+    narrowed = experiment_configs("t1-mlp", "quick", seeds=(1,), variants=("after",))
+    assert [(c["seed"], c["bn"], c["profile"]) for c in narrowed] == [(1, "after", "quick")]
+    ics = experiment_configs("ics", "quick", variants=("bn",))
+    assert {c["variant"] for c in ics} == {"bn"} and ics
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        experiment_configs("nope", "quick")

@@ -68,8 +68,10 @@ def run(problem_sets=None, class_size: int = 40) -> dict:
 
 
 def save(result: dict, path, *, started_load=None) -> Path:
-    """Write ``result`` with its provenance (and the load average when the run began and
-    ended) as JSON to ``path``; return the path."""
+    """Write ``result`` with its provenance as JSON to ``path``; return the path.
+
+    ``started_load`` is the load average when the run began; the provenance's machine holds
+    the one when it ended."""
     from bncourse.results import provenance_now
 
     provenance = provenance_now()
