@@ -60,13 +60,20 @@ def truncated(nb) -> bytes:
 
 def dug_out(module: str, function: str, name: str) -> str:
     """Student code that binds ``name`` to ``module.function`` found among the live objects
-    (``gc``): the reference taken from the grader's own captured copy."""
+    (``gc``): the reference taken from the grader's own captured copy. Attribute lookups are
+    guarded, as a determined cheat's would be: some live objects (Keras's lazy optional
+    modules) raise ImportError from ``getattr``, and which of them ``gc`` lists first varies."""
     return (
         "import gc\n"
+        "def _attr(obj, attr):\n"
+        "    try:\n"
+        "        return getattr(obj, attr, '')\n"
+        "    except Exception:\n"
+        "        return ''\n"
         f"{name} = next(\n"
         "    f for f in gc.get_objects()\n"
-        f"    if getattr(f, '__name__', '') == {function!r}\n"
-        f"    and getattr(f, '__module__', '') == {module!r})\n"
+        f"    if _attr(f, '__name__') == {function!r}\n"
+        f"    and _attr(f, '__module__') == {module!r})\n"
     )
 
 

@@ -279,10 +279,16 @@ def test_search_finds_epsilon(browser, server):
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{server}/search.html?q=epsilon")
-    WebDriverWait(browser, 30).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#search-results ul.search li"))
+    # Sphinx's search lists its hits one at a time (5 ms apart) and only then writes
+    # "Search finished, found N page(s)" in the summary: read the list after that line.
+    summary = WebDriverWait(browser, 60).until(
+        lambda d: next((p.text for p in d.find_elements(
+            By.CSS_SELECTOR, "#search-results p.search-summary")
+            if p.text.startswith("Search finished")), None))
+    found = int(re.search(r"found (\d+) page", summary).group(1))
     hits = [a.get_attribute("href") for a in
-            browser.find_elements(By.CSS_SELECTOR, "#search-results ul.search li a")]
+            browser.find_elements(By.CSS_SELECTOR, "#search-results ul.search li > a")]
+    assert len(hits) == found, (summary, hits)
     assert any("bn-transform" in h for h in hits), hits
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, severe
