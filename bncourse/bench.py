@@ -160,22 +160,31 @@ def run_fold(repeat: int = 15, architectures=("mlp", "cnn"), n_images=None, seed
 BOOK_BUDGETS = {"cold build": 600.0, "rebuild, nothing changed": 60.0}
 
 
+def build_book(root, path_output=None, timeout=None):
+    """``jupyter-book build root -W --keep-going``, as ``make book`` runs it (into
+    ``path_output`` instead of ``root/_build`` if given); returns the finished process, its
+    output captured as text."""
+    import subprocess
+
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jupyter_book), "build", str(root), "-W", "--keep-going"]
+    if path_output is not None:
+        command += ["--path-output", str(path_output)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
 def run_book(root=None) -> list:
     """Build the book twice into a temporary folder; returns rows (what, seconds, budget)."""
-    import subprocess
     import tempfile
 
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     if not (root / "_toc.yml").is_file():
         raise FileNotFoundError(f"no book at {root}: _toc.yml is missing")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bncourse-book-bench-") as out:
         for what in BOOK_BUDGETS:
             started = time.perf_counter()
-            result = subprocess.run(
-                [str(jupyter_book), "build", str(root), "--path-output", out, "-W",
-                 "--keep-going"], capture_output=True, text=True)
+            result = build_book(root, out)
             seconds = time.perf_counter() - started
             if result.returncode != 0:
                 raise RuntimeError(f"the book did not build ({what}):\n"

@@ -24,6 +24,7 @@ It does three things:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 from pathlib import Path
@@ -142,7 +143,7 @@ def _favicon_ico(app, exception):
     draw = ImageDraw.Draw(icon)
     draw.rounded_rectangle((0, 0, size - 1, size - 1), radius=5, fill="#0072B2")
     xs = [4 + i * 24 / 40 for i in range(41)]
-    points = [(x, 24 - 18 * 2.718281828 ** (-((x - 16) / 5.5) ** 2)) for x in xs]
+    points = [(x, 24 - 18 * math.exp(-((x - 16) / 5.5) ** 2)) for x in xs]
     draw.line(points, fill="#E69F00", width=3)
     icon.save(Path(app.outdir) / "favicon.ico", sizes=[(32, 32), (16, 16)])
 

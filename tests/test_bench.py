@@ -42,10 +42,8 @@ def test_fold_bench_prints_both_placements_of_both_models(capsys):
 
 
 @pytest.mark.slow
-def test_book_bench_builds_twice_and_prints_ratios_to_the_budgets(tmp_path):
-    (tmp_path / "_config.yml").write_text("title: t\nexecute:\n  execute_notebooks: cache\n")
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
-    (tmp_path / "page.md").write_text("# A page\n\nText.\n")
+def test_book_bench_builds_twice_and_prints_ratios_to_the_budgets(tiny_book):
+    tmp_path = tiny_book()
     rows = bench.run_book(tmp_path)
     assert [what for what, _, _ in rows] == list(bench.BOOK_BUDGETS)
     assert all(seconds > 0 for _, seconds, _ in rows)

@@ -15,8 +15,6 @@ import html.parser
 import http.server
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import urllib.parse
 from pathlib import Path
@@ -37,12 +35,9 @@ def _toc_files() -> list:
 
 @pytest.fixture(scope="session")
 def built_book():
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    assert jupyter_book.exists(), "jupyter-book is installed with bncourse"
-    result = subprocess.run(
-        [str(jupyter_book), "build", str(ROOT), "-W", "--keep-going"],
-        capture_output=True, text=True, timeout=1800,
-    )
+    from bncourse.bench import build_book
+
+    result = build_book(ROOT, timeout=1800)  # as `make book`, into ROOT/_build
     return result, result.stdout + result.stderr
 
 

@@ -272,37 +272,26 @@ def test_bench_save_needs_an_existing_folder(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.book
-def test_a_package_change_re_executes_cached_pages(tmp_path):
+def test_a_package_change_re_executes_cached_pages(tiny_book):
     """A tiny book with the course's extension: built twice, its page runs once; after a
     file under bncourse/ changes, the page runs again although its own code did not."""
-    import subprocess
-    import sys
+    from bncourse.bench import build_book
 
-    (tmp_path / "_config.yml").write_text(
-        "title: t\nexecute:\n  execute_notebooks: cache\n"
-        "sphinx:\n  extra_extensions:\n    - bncourse.sphinx_ext\n")
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
-    (tmp_path / "page.md").write_text(
-        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
-        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
-        "# A page\n\n```{code-cell} python\n"
-        "print(open('bncourse/version.py').read().strip())\n```\n")
-    (tmp_path / "bncourse").mkdir()
-    (tmp_path / "bncourse" / "version.py").write_text("VERSION = 1\n")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    root = tiny_book("print(open('bncourse/version.py').read().strip())", extension=True)
+    (root / "bncourse").mkdir()
+    (root / "bncourse" / "version.py").write_text("VERSION = 1\n")
 
     def build():
-        result = subprocess.run([str(jupyter_book), "build", str(tmp_path), "-W",
-                                 "--keep-going"], capture_output=True, text=True, timeout=600)
+        result = build_book(root, timeout=600)
         log = result.stdout + result.stderr
         assert result.returncode == 0, log[-3000:]
-        html = (tmp_path / "_build" / "html" / "page.html").read_text()
+        html = (root / "_build" / "html" / "page.html").read_text()
         return "Executing notebook" in log, html
 
     executed, html = build()
     assert executed and "VERSION = 1" in html
     executed, html = build()
     assert not executed and "VERSION = 1" in html  # cached
-    (tmp_path / "bncourse" / "version.py").write_text("VERSION = 2\n")
+    (root / "bncourse" / "version.py").write_text("VERSION = 2\n")
     executed, html = build()
     assert executed and "VERSION = 2" in html
