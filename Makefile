@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bncourse-installed
 JB_FLAGS := -W --keep-going
 
-.PHONY: setup data mathjax browser book test test-fast bench reproduce assignments autograde clean
+.PHONY: setup data mathjax browser sandbox book test test-fast bench reproduce assignments autograde clean
 
-setup: $(STAMP) data mathjax browser
+setup: $(STAMP) data mathjax browser sandbox
 
 # Reinstall only when the dependencies change; the package itself is installed editable.
 $(STAMP): pyproject.toml
@@ -67,6 +67,17 @@ test-fast: setup
 bench: setup
 	$(PY) -m bncourse.bench
 
+# The grading sandbox (bncourse.grading.isolation): Debian's bubblewrap runs every piece of
+# student code; prlimit and setpriv (util-linux) cap and de-privilege it.
+sandbox:
+	@if command -v bwrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's bubblewrap (the grading sandbox)"; \
+	  apt-get install -y -q bubblewrap >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
+	else echo "note: bubblewrap is missing and cannot be installed here (not root, or no" \
+	  "apt-get); grading refuses to start until it is installed"; fi
+
 # The course's full experiments into results/, resumable: finished runs are skipped. Hours on
 # 2 CPU cores; stop it at any time and run it again to go on.
 reproduce: setup
@@ -84,17 +95,13 @@ assignments: setup
 	$(NBGRADER_ENV) && for ps in $(PROBLEM_SETS); do \
 	  nbgrader generate_assignment $$ps --force || exit 1; done
 
-# Autograde every submission under assignments/submitted/, generate feedback, export the
-# grades (grades.csv) and print the class report (also report.csv). `nbgrader autograde`
-# exits non-zero when one submission breaks; the others are still graded and the report
-# says which one broke and why, so the target goes on.
+# Autograde every submission under assignments/submitted/ in the sandbox, one worker per
+# core, with a progress bar; stopped at any point, it goes on where it stopped when run
+# again (see bncourse/grading/classrun.py). Then feedback, grades.csv and the class report.
+# Options through AUTOGRADE_FLAGS, e.g. AUTOGRADE_FLAGS="--force --workers 1".
 autograde: setup data
-	$(NBGRADER_ENV) && for ps in $(PROBLEM_SETS); do \
-	  if ls -d submitted/*/$$ps >/dev/null 2>&1; then \
-	    nbgrader autograde $$ps --create || echo "note: some $$ps submissions could not be graded; see the report below"; \
-	    nbgrader generate_feedback $$ps || true; \
-	  fi; done; \
-	nbgrader export && python -m bncourse.grading.report --csv report.csv
+	$(NBGRADER_ENV) && python -m bncourse.grading.classrun $(AUTOGRADE_FLAGS) && \
+	python -m bncourse.grading.report --csv report.csv
 
 clean:
 	rm -rf _build .pytest_cache

@@ -7,7 +7,7 @@ the repository root do both.
 
 import os
 
-from bncourse.grading.autograde import MeasuredExecute, VerifyChecks
+from bncourse.grading.autograde import JudgeChecks, MeasuredExecute
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties,
@@ -30,11 +30,12 @@ c.IncludeHeaderFooter.header = "source/header.ipynb"
 # Restore test cells that a student deleted (graded as the original, not "needs manual grade").
 c.OverwriteCells.add_missing_cells = True
 
-# The kernel's run, then the out-of-reach verification of every graded cell.
+# The kernel runs in the submission's sandbox; then every test cell is judged outside it,
+# from what the kernel and a verification re-run (in a fresh sandbox) handed back.
 c.Autograde.autograde_preprocessors = [
     MeasuredExecute,
     IgnorePattern,
-    VerifyChecks,
+    JudgeChecks,
     ClearMetadataPreprocessor,
     LimitOutput,
     SaveAutoGrades,

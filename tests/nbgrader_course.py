@@ -153,8 +153,12 @@ class Graded:
     autograde_seconds: float = 0.0
 
 
-def grade_class(tmp_path_factory, assignment: str, cases, cell_timeout: float) -> Graded:
-    """Submit every case as a student, autograde the class once, report and export."""
+def grade_class(tmp_path_factory, assignment: str, cases, cell_timeout: float,
+                after_submit=None) -> Graded:
+    """Submit every case as a student, autograde the class once, report and export.
+
+    ``after_submit(course)``, if given, runs once every case is submitted (to misplace
+    files as students do)."""
     course = Course(tmp_path_factory.mktemp(assignment), cell_timeout=cell_timeout)
     course.generate(assignment)
     source, release = course.source(assignment), course.release(assignment)
@@ -167,6 +171,8 @@ def grade_class(tmp_path_factory, assignment: str, cases, cell_timeout: float) -
         path = course.submit(case.name, assignment, case.build(ctx))
         if case.visible_pass:
             validation[case.name] = validate(path)
+    if after_submit is not None:
+        after_submit(course)
     started = time.perf_counter()
     course.nbgrader("autograde", assignment, "--create", check=False)
     seconds = time.perf_counter() - started

@@ -115,7 +115,7 @@ EXPERIMENT_CASES = common_cases("test_build_model") + [
             "for _id in ('ps4-experiment.summary_visible', 'ps4-experiment.summary'):\n"
             "    _e.CHECKS[_id] = dataclasses.replace(_e.CHECKS[_id],\n"
             "                                         judge=lambda inputs, outputs: [])\n"),
-        failing=("test_summarize",), status="tampered", flags=("tampered",),
+        failing=("test_summarize",), flags=("errors",),
     ),
     Case(
         "imports_reference",
@@ -131,8 +131,7 @@ EXPERIMENT_CASES = common_cases("test_build_model") + [
             dug_out("bncourse.models", "build_mlp", "_build") +
             "def build_model(bn):\n"
             "    return _build(None if bn == 'none' else bn)\n")),
-        failing=("test_build_model", "test_train_variant"), status="tampered",
-        flags=("tampered",),
+        failing=("test_build_model", "test_train_variant"), flags=("errors",),
     ),
     Case(
         "library_warning",

@@ -112,8 +112,7 @@ CASES = common_cases("test_moments") + [
             "import bncourse.grading.compare as _c, bncourse.grading.keras_layer as _k\n"
             "_c.assert_close = _k.assert_close = lambda *args, **kwargs: 'exact'\n"
             "_c.assert_equal = _k.assert_equal = lambda *args, **kwargs: 'exact'"),
-        failing=("test_training", "test_inference", "test_trainable"), status="tampered",
-        flags=("tampered",),
+        failing=("test_training", "test_inference", "test_trainable"), flags=("errors",),
     ),
     Case(
         "imports_reference",

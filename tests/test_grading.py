@@ -7,15 +7,17 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 
-from bncourse.grading import registry, sandbox
-from bncourse.grading.calls import call
-from bncourse.grading.compare import assert_close, assert_equal, require_array
+from bncourse.grading import registry, verify
+from bncourse.grading.compare import assert_close, assert_equal
+from bncourse.grading.student.calls import call
+from bncourse.grading.student.values import require_array
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "assignments" / "source"
@@ -150,12 +152,20 @@ def test_every_bncourse_module_is_blocked_unless_allowed():
     package = ROOT / "bncourse"
     modules = {f"bncourse.{p.stem}" for p in package.glob("*.py")
                if p.stem not in ("__init__", "_checks")}
+    # every grading module outside bncourse.grading.student: judges, references, the grader
+    modules |= {f"bncourse.grading.{p.stem}" for p in (package / "grading").glob("*.py")
+                if p.stem != "__init__"}
     assert modules <= set(registry.BNCOURSE_MODULES), modules - set(registry.BNCOURSE_MODULES)
+    student = {"bncourse.grading", "bncourse.grading.student"} | {
+        f"bncourse.grading.student.{p.stem}"
+        for p in (package / "grading" / "student").glob("*.py") if p.stem != "__init__"}
     for ps in registry.PROBLEM_SETS.values():
         blocked = set(ps.blocked_modules)
         assert "bncourse.grading.solutions" in blocked
         assert blocked | set(ps.allowed) >= set(registry.BNCOURSE_MODULES)
         assert ("keras" in blocked) is (not ps.frameworks)
+        # the notebook imports bncourse.grading, and its checks run the student side
+        assert not {m for m in student for b in blocked if m == b or m.startswith(b + ".")}
 
 
 # --------------------------------------------------------------------------- verification
@@ -167,7 +177,7 @@ _CHECKS = [("ps1-forward.mean_var_visible", "batch_mean_var"),
 
 
 def _verify(cells, tmp_path, timeout=None, checks=_CHECKS):
-    return sandbox.verify(registry.problem_set("ps1-forward"), cells, checks, cwd=tmp_path,
+    return verify.verify(registry.problem_set("ps1-forward"), cells, checks, cwd=tmp_path,
                           timeout=timeout)
 
 
@@ -213,11 +223,25 @@ def test_verify_survives_a_process_exit_and_a_hanging_check(tmp_path):
 def test_verify_stops_a_cell_after_its_first_timed_out_check(tmp_path):
     hangs = ("import numpy as np\ndef batch_mean_var(x):\n    while True:\n        pass\n")
     checks = _CHECKS + [("ps1-forward.forward_visible", "batchnorm_forward")]
-    result = sandbox.verify(registry.problem_set("ps1-forward"), [_SETUP, hangs], checks,
+    result = verify.verify(registry.problem_set("ps1-forward"), [_SETUP, hangs], checks,
                             cwd=tmp_path, timeout=3, groups=[0, 0, 1])
     assert result["timed_out"] == [2] and result["restarts"] == 1
     assert "not run: an earlier check" in result["checks"]["ps1-forward.mean_var"]["message"]
     assert "not defined" in result["checks"]["ps1-forward.forward_visible"]["message"]
+
+
+def test_a_forged_status_line_does_not_stop_the_clock(tmp_path):
+    # the re-run's job file (named in sys.argv) says where its status goes: a submission
+    # that writes "finished" there and then loops must still be stopped, and the rest run
+    forge = ("import json, sys\n"
+             "_job = json.load(open(sys.argv[-1]))\n"
+             "open(_job['status'], 'a').write('finished\\n')\n"
+             "while True:\n    pass\n")
+    started = time.monotonic()
+    result = _verify([_SETUP, forge, _GOOD], tmp_path, timeout=3)
+    assert time.monotonic() - started < 60
+    assert result["timed_out"] == [1], result
+    assert all(c["passed"] for c in result["checks"].values()), result
 
 
 def test_verify_rejects_unknown_checks(tmp_path):
@@ -252,16 +276,16 @@ def test_source_notebook_is_well_formed(path):
     assert setup[0].metadata["nbgrader"]["locked"]
     for cell in nb.cells:
         assert not cell.get("outputs"), "source notebooks are committed without outputs"
-        if not sandbox.is_test_cell(cell):
+        if not verify.is_test_cell(cell):
             continue
         tree = ast.parse(cell.source)
         doc = ast.get_docstring(tree)
         assert doc and "\n" not in doc, cell.source
         visible, _, hidden = cell.source.partition("### BEGIN HIDDEN TESTS")
         assert "### END HIDDEN TESTS" in hidden, cell.source
-        assert sandbox.checks_in_cell(visible) and sandbox.checks_in_cell(hidden), cell.source
+        assert verify.checks_in_cell(visible) and verify.checks_in_cell(hidden), cell.source
         assert not re.search(r"^\s*[-+]?\d[\d.eE+-]*\s*$", cell.source.strip().splitlines()[-1])
-        used += [cid for cid, _ in sandbox.checks_in_cell(cell.source)]
+        used += [cid for cid, _ in verify.checks_in_cell(cell.source)]
     assert sorted(used) == sorted(registry.checks_of(ps)), "every check used exactly once"
 
 

@@ -5,54 +5,81 @@ A notebook's first (locked) cell runs::
     from bncourse import grading
     check = grading.seal("ps1-forward")
 
-and each test cell calls ``check("ps1-forward.<name>", student_object)``, which prints
-``ok: ...`` or raises an ``AssertionError`` that says what is wrong (see
-:mod:`bncourse.grading.compare`). :mod:`bncourse.grading.sandbox` explains how the grade is
-protected; :mod:`bncourse.grading.autograde` holds the nbgrader preprocessor and the class
-report.
+and each test cell calls ``check("ps1-forward.<name>", student_object)``.
+
+- **At home**, with the whole package installed, ``check`` runs the check's ``produce`` on the
+  student's object and judges the result at once: it prints ``ok: ...`` or raises an
+  ``AssertionError`` that says what is wrong (see :mod:`bncourse.grading.compare`).
+- **When graded**, the notebook runs in an operating-system sandbox
+  (:mod:`bncourse.grading.isolation`) in which the judges and the reference
+  implementations do not exist. There ``check`` only runs ``produce`` and saves what it
+  computed (:mod:`bncourse.grading.student.record`); the grader judges it outside the
+  sandbox (:class:`bncourse.grading.autograde.JudgeChecks`) and writes the verdict into
+  the cell.
+
+This module runs next to student code, so it imports only :mod:`bncourse.grading.student`;
+the judging side is looked up at run time, and only where it is installed.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 
-from . import registry, sandbox
-from .compare import assert_close, assert_equal
-from .registry import PROBLEM_SETS, problem_set
+from .student import record
+from .student.problem_sets import PROBLEM_SETS, problem_set, producers_of
+from .student.seal import is_rerun
+from .student.seal import seal as _seal_process
 
-__all__ = ["seal", "full_results", "assert_close", "assert_equal", "PROBLEM_SETS",
-           "problem_set"]
+__all__ = ["seal", "full_results", "PROBLEM_SETS", "problem_set"]
 
-_STATE = {"child": False}
+_STATE: dict = {}
 
 
 def _no_check(check_id, obj):
-    """In the verification process test cells do not run; this stands in for ``check``."""
+    """In the verification re-run test cells do not run; this stands in for ``check``."""
+
+
+def _judging_side():
+    """The grader's registry module where it is installed (at home), else None (sandbox)."""
+    try:
+        return importlib.import_module("bncourse.grading.registry")
+    except ImportError:
+        return None
 
 
 def seal(name: str):
     """Seal this kernel for problem set ``name`` and return its ``check`` function.
 
-    Captures the reference code the checks need, then forbids importing ``bncourse``'s
-    reference implementations (and Keras in the NumPy-only sets) and starting processes,
-    for the rest of this kernel's life.
+    Where the judges are installed, captures the reference code they need first; then
+    forbids importing ``bncourse``'s reference implementations (and Keras in the NumPy-only
+    sets) and starting processes, for the rest of this kernel's life.
     """
     ps = problem_set(name)
-    if _STATE["child"]:
+    if is_rerun():
         return _no_check
-    checks = registry.checks_of(ps)
-    registry.capture_references(ps)
-    if "bncourse.results" in ps.references:
-        _STATE["full_results"] = _full_results_tables()
-    sandbox.seal(ps)
+    producers = producers_of(ps)
+    registry = _judging_side()
+    if registry is not None:
+        checks = registry.checks_of(ps)
+        registry.capture_references(ps)
+        if "bncourse.results" in ps.references:
+            _STATE["full_results"] = _full_results_tables(registry)
+        judge = True
+    else:
+        checks, judge = producers, False
+        save = record.saver(record.results_dir())
+        counter = [0]
+    _seal_process(ps)
     print_ = print
     stdout = sys.stdout
 
     def check(check_id, obj):
         """Run check ``check_id`` on ``obj``: print ``ok: ...`` or raise AssertionError."""
-        if check_id not in checks:
-            raise ValueError(f"unknown check {check_id!r}; {ps.name} has: {', '.join(checks)}")
+        if check_id not in producers:
+            raise ValueError(f"unknown check {check_id!r}; {ps.name} has: "
+                             f"{', '.join(producers)}")
         c = checks[check_id]
         inputs = c.make_inputs()
         saved_stderr = sys.stderr
@@ -61,20 +88,26 @@ def seal(name: str):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 outputs = c.produce(obj, inputs)
-                lines = c.judge(inputs, outputs)
+                if judge:
+                    lines = c.judge(inputs, outputs)
+                else:
+                    counter[0] += 1
+                    save(counter[0], check_id, outputs)
+                    lines = None
         finally:
             sys.stderr = saved_stderr
         for w in caught:
             print_(f"note: a warning was raised: {w.category.__name__}: {w.message}",
                    file=stdout)
-        print_(f"ok: {c.description}", file=stdout)
-        for line in lines or ():
-            print_(f"    {line}", file=stdout)
+        if judge:
+            print_(f"ok: {c.description}", file=stdout)
+            for line in lines or ():
+                print_(f"    {line}", file=stdout)
 
     return check
 
 
-def _full_results_tables() -> dict:
+def _full_results_tables(registry) -> dict:
     """``{experiment: table}`` of the committed full results (read before sealing)."""
     results = registry.reference("bncourse.results")
     directory = results.repository_results_dir()
@@ -92,14 +125,15 @@ def full_results(experiment: str = "t1-mlp") -> str:
     """The book's table of ``experiment``'s full-profile results, for a notebook to show.
 
     In a sealed kernel the tables were read when it was sealed (reading results needs
-    modules that sealing blocks). Says so when the results are not available, as with a
-    package installed without the repository.
+    modules that sealing blocks). Says so when the results are not available, as in the
+    grading sandbox or with a package installed without the repository.
     """
-    if _STATE["child"]:
+    if is_rerun():
         return ""
     tables = _STATE.get("full_results")
     if tables is None:
-        tables = _full_results_tables()
+        registry = _judging_side()
+        tables = _full_results_tables(registry) if registry is not None else {}
     if experiment in tables:
         return tables[experiment]
     return (f"No full results of {experiment} were found (set BNCOURSE_RESULTS_DIR to the "

@@ -1,12 +1,13 @@
-"""nbgrader plug-ins: measure the grading kernel, verify each graded cell out of reach.
+"""nbgrader plug-ins: run the notebook in its sandbox, judge every test cell outside it.
 
 ``assignments/nbgrader_config.py`` puts these in nbgrader's autograde pipeline:
 
-- :class:`MeasuredExecute` is nbgrader's ``Execute`` that also records the kernel's peak
-  resident memory (``VmHWM``) and the time the notebook took;
-- :class:`VerifyChecks` runs the submission again in a sealed process
-  (:func:`bncourse.grading.sandbox.verify`), fails any test cell that passed in the kernel
-  but whose checks fail there, and writes what it found to
+- :class:`MeasuredExecute` is nbgrader's ``Execute`` with the kernel in the submission's
+  OS sandbox (:mod:`bncourse.grading.isolation`), its time, CPU and peak memory measured
+  from outside, and what its checks produced read back as plain arrays;
+- :class:`JudgeChecks` judges those arrays and a verification re-run's
+  (:func:`bncourse.grading.verify.verify`) in the grader's process, writes the verdicts
+  into the test cells, and writes what it found to
   ``verification/<student>/<assignment>/<notebook>.json`` for the class report
   (:mod:`bncourse.grading.report`).
 """
@@ -14,55 +15,106 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from pathlib import Path
 
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 
-from .registry import PROBLEM_SETS, cell_timeout
-from .sandbox import checks_in_cell, is_demo_cell, is_test_cell, verify
+from .isolation import Sandbox, UsageMeter, claim_slot
+from .kernel import SandboxedKernelManager
+from .records import next_record, read_records
+from .registry import PROBLEM_SETS, cell_timeout, checks_of
+from .verify import checks_in_cell, is_demo_cell, is_test_cell, judge, verify
 
 TIMEOUT_ENAMES = frozenset({"CellTimeoutError", "TimeoutError"})
 
 
-def _peak_memory_mb(pid) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+_SLOT: dict = {}
+
+
+def sandbox_slot() -> int:
+    """This grader process's sandbox slot: ``$BNCOURSE_SANDBOX_SLOT`` when the class runner
+    handed one out, else one claimed for this process (:func:`~.isolation.claim_slot`)."""
+    value = os.environ.get("BNCOURSE_SANDBOX_SLOT")
+    if value is None:
+        if "slot" not in _SLOT:
+            _SLOT["slot"] = claim_slot()
+        return _SLOT["slot"]
+    if not value.isdigit() or int(value) > 999:
+        raise ValueError(f"BNCOURSE_SANDBOX_SLOT must be a whole number 0-999, got {value!r}")
+    return int(value)
+
+
+def sandbox_wanted() -> bool:
+    """False only when the grading run was started with ``--no-sandbox``."""
+    return os.environ.get("BNCOURSE_NO_SANDBOX") != "1"
 
 
 class MeasuredExecute(Execute):
-    """nbgrader's Execute, recording the kernel's peak memory and the notebook's time."""
+    """nbgrader's Execute, in the submission's sandbox, measured from outside.
+
+    The kernel runs in a :class:`~bncourse.grading.isolation.Sandbox` (unless the run was
+    started with ``--no-sandbox``); a watchdog kills the whole sandbox when the notebook
+    as a whole runs past its wall-clock limit (one cell limit per code cell, plus a
+    minute), whatever the code inside does. What the kernel's checks produced is read
+    back from the sandbox as plain arrays (:func:`~.records.read_records`) before its
+    scratch directory is thrown away.
+    """
+
+    sandbox = Bool(True, help="Run the kernel in the OS sandbox.").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
-        self._peak_mb = 0.0
-        ps = PROBLEM_SETS.get((resources or {}).get("nbgrader", {}).get("assignment"))
+        resources = resources if resources is not None else {}
+        info = resources.setdefault("bncourse", {})
+        ps = PROBLEM_SETS.get(resources.get("nbgrader", {}).get("assignment"))
         if ps is not None:
             self.timeout = int(round(cell_timeout(ps)))
         started = time.perf_counter()
-        try:
-            return super().preprocess(nb, resources, km=km)
-        finally:
-            if resources is not None:
-                resources.setdefault("bncourse", {}).update(
+        self._sandbox = None
+        if ps is None or not (self.sandbox and sandbox_wanted()):
+            info["sandbox"] = False
+            try:
+                return super().preprocess(nb, resources, km=km)
+            finally:
+                info["kernel_seconds"] = round(time.perf_counter() - started, 3)
+        n_code = sum(1 for c in nb.cells if c.cell_type == "code")
+        wall = (n_code + 2) * (self.timeout or 60) + 60
+        workdir = resources.get("metadata", {}).get("path") or "."
+        with Sandbox(ps, slot=sandbox_slot(), workdir=Path(workdir)) as box, \
+                UsageMeter(box.uid) as meter:
+            self._sandbox = box
+            killed = threading.Event()
+
+            def kill():
+                killed.set()
+                box.kill_all()
+
+            watchdog = threading.Timer(wall, kill)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                return super().preprocess(nb, resources, km=km)
+            finally:
+                watchdog.cancel()
+                info.update(sandbox=True, kernel_records=read_records(box.results),
+                            kernel_killed_after=wall if killed.is_set() else None)
+                meter.sample()
+                box.kill_all()
+                info.update(
                     kernel_seconds=round(time.perf_counter() - started, 3),
-                    kernel_peak_mb=round(self._peak_mb, 1),
+                    kernel_peak_mb=round(meter.peak_mb, 1),
+                    kernel_cpu_seconds=meter.cpu_seconds,
                 )
 
-    def on_cell_executed(self, **kwargs):
-        super().on_cell_executed(**kwargs)
-        provisioner = getattr(self.km, "provisioner", None)
-        pid = getattr(provisioner, "pid", None)
-        if pid is not None:
-            mb = _peak_memory_mb(pid)
-            if mb is not None:
-                self._peak_mb = max(self._peak_mb, mb)
+    def create_kernel_manager(self):
+        if self._sandbox is None:
+            return super().create_kernel_manager()
+        self.km = SandboxedKernelManager(sandbox=self._sandbox, config=self.config)
+        return self.km
 
 
 def _has_error(cell) -> bool:
@@ -74,8 +126,26 @@ def _timed_out(cell) -> bool:
                for o in cell.get("outputs", []))
 
 
-class VerifyChecks(NbGraderPreprocessor):
-    """Re-run the graded checks in a sealed process; fail cells the kernel passed wrongly."""
+def _stream(text: str) -> NotebookNode:
+    return NotebookNode(output_type="stream", name="stdout", text=text)
+
+
+def _failure(ename: str, message: str) -> NotebookNode:
+    lines = message.splitlines() or [message]
+    return NotebookNode(output_type="error", ename=ename, evalue=lines[0], traceback=lines)
+
+
+class JudgeChecks(NbGraderPreprocessor):
+    """Decide every test cell outside the sandbox, from what the sandboxes handed back.
+
+    For each test cell, its checks are judged twice, here: on the outputs the notebook's own
+    kernel saved when the cell ran (:class:`MeasuredExecute` read them back), and on those of
+    the verification re-run (:func:`~.verify.verify`). The cell passes when both pass; its
+    outputs then say ``ok: ...`` for each check. Otherwise the judge's message is added as
+    the cell's error, and the cell scores 0. A cell that raised no error in the notebook
+    but whose checks saved nothing (``check`` was replaced) or failed only in the re-run is
+    flagged as tampered.
+    """
 
     output_root = Unicode(
         "verification", help="Folder (relative to the course root) for the reports."
@@ -87,35 +157,63 @@ class VerifyChecks(NbGraderPreprocessor):
         if ps is None:
             self.log.warning("no bncourse checks for assignment %s", info["assignment"])
             return nb, resources
+        measured = resources.get("bncourse", {})
+        all_checks = checks_of(ps)
         code_cells = [c for c in nb.cells if c.cell_type == "code"]
         sources = [c.source for c in code_cells if not (is_test_cell(c) or is_demo_cell(c))]
         tests = [(c, checks_in_cell(c.source)) for c in code_cells if is_test_cell(c)]
         checks = [pair for _, pairs in tests for pair in pairs]
         groups = [i for i, (_, pairs) in enumerate(tests) for _ in pairs]
         cwd = resources.get("metadata", {}).get("path") or "."
-        result = verify(ps, sources, checks, cwd=cwd, groups=groups)
-        tampered, failed_here = [], []
+        result = verify(ps, sources, checks, cwd=cwd, groups=groups, slot=sandbox_slot(),
+                        sandbox=bool(measured.get("sandbox")))
+        records = measured.get("kernel_records")
+        used: set = set()
+        tampered, failed_here, failed = [], [], []
         for cell, pairs in tests:
             grade_id = cell.metadata["nbgrader"]["grade_id"]
-            problems = [f"{cid}: {result['checks'][cid]['message']}"
-                        for cid, _ in pairs if not result["checks"][cid]["passed"]]
-            if not problems:
+            errored = _has_error(cell)
+            lines, kernel_problems, missing = [], [], False
+            for cid, _ in pairs:
+                if records is None:  # --no-sandbox: the kernel judged the checks itself
+                    continue
+                record = next_record(records, cid, used)
+                if record is None:
+                    missing = True
+                    continue
+                ok, message = judge(all_checks[cid], record["outputs"])
+                if ok:
+                    lines.append(f"ok: {all_checks[cid].description}")
+                else:
+                    kernel_problems.append(message)
+            rerun_problems = [result["checks"][cid]["message"]
+                              for cid, _ in pairs if not result["checks"][cid]["passed"]]
+            if errored:
+                failed.append(grade_id)
                 continue
-            failed_here.append(grade_id)
-            if not _has_error(cell):
+            if kernel_problems:
+                failed.append(grade_id)
+                cell.outputs.append(_failure("AssertionError", "\n".join(kernel_problems)))
+                continue
+            if lines:
+                cell.outputs.append(_stream("\n".join(lines) + "\n"))
+            if missing or rerun_problems:
+                failed.append(grade_id)
+                failed_here.append(grade_id)
                 tampered.append(grade_id)
-                cell.outputs.append(NotebookNode(
-                    output_type="error",
-                    ename="VerificationError",
-                    evalue="this cell passed in your notebook, but its checks fail when "
-                           "your code is run on its own",
-                    traceback=[
-                        "VerificationError: this cell passed in your notebook, but the same "
-                        "checks failed when your code was run again in a separate, clean "
-                        "process. Something in the notebook changed how the checks behave.",
-                        *problems,
-                    ],
-                ))
+                why = ("its checks saved nothing when the cell ran (was check replaced?)"
+                       if missing else "the same checks failed when your code was run "
+                       "again on its own")
+                cell.outputs.append(_failure(
+                    "VerificationError",
+                    f"VerificationError: this cell raised no error in your notebook, but {why}."
+                    + "".join(f"\n{p}" for p in rerun_problems)))
+        cell_errors = [
+            {"cell": c.metadata.get("nbgrader", {}).get("grade_id", f"cell {i + 1}"),
+             "ename": str(o.get("ename", ""))[:100], "evalue": str(o.get("evalue", ""))[:300]}
+            for i, c in enumerate(code_cells) if not is_test_cell(c)
+            for o in c.get("outputs", [])[:1000] if o.get("output_type") == "error"
+        ]
         report = {
             "student": info["student"],
             "assignment": info["assignment"],
@@ -123,12 +221,16 @@ class VerifyChecks(NbGraderPreprocessor):
             "kernel_timed_out": [c.metadata.get("nbgrader", {}).get("grade_id", i)
                                  for i, c in enumerate(code_cells) if _timed_out(c)],
             "tampered": tampered,
+            "failed": failed,
+            "cell_errors": cell_errors,
             "failed_in_verification": failed_here,
             "verification": result,
-            **resources.get("bncourse", {}),
+            **{k: v for k, v in measured.items() if k != "kernel_records"},
         }
         path = Path(self.output_root, info["student"], info["assignment"],
                     info["notebook"] + ".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1) + "\n")
         return nb, resources
+
+

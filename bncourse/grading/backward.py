@@ -1,8 +1,9 @@
-"""Checks of ps2-backward: BN's backward pass in NumPy, staged and in closed form, a
+"""Judges of ps2-backward: BN's backward pass in NumPy, staged and in closed form, a
 finite-difference gradient, and channels-last (N, H, W, C) inputs.
 
-The staged backward is graded node by node. For a batch ``x`` of shape (N, D) the forward
-graph, per feature, is::
+The inputs and the calls of the student's code are in
+:mod:`bncourse.grading.student.ps2_backward`. The staged backward is graded node by node.
+For a batch ``x`` of shape (N, D) the forward graph, per feature, is::
 
     mean = sum(x) / N            xmu  = x - mean          var = sum(xmu**2) / N
     std  = sqrt(var + epsilon)   xhat = xmu / std         out = gamma * xhat + beta
@@ -23,71 +24,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .calls import arrays, call, cases_of, flatten_cases
 from .compare import assert_close
-from .registry import CheckRegistry, reference
+from .registry import JudgeRegistry, reference
+from .student.calls import cases_of
+from .student.ps2_backward import DEFAULT_EPSILON, numgrad_function
 
-CHECKS = CheckRegistry("ps2-backward")
-
-DEFAULT_EPSILON = 1e-3
+JUDGES = JudgeRegistry("ps2-backward")
 
 
 def _numpy_bn():
     return reference("bncourse.numpy_bn")
 
 
-# ---------------------------------------------------------------- inputs
-
-
-def _case(seed: int, shape, *, loc=0.0, scale=1.0, epsilon=DEFAULT_EPSILON,
-          dtype=np.float64) -> dict:
-    """x and dout of ``shape``, gamma and beta with one value per feature (the last axis)."""
-    rng = np.random.default_rng(seed)
-    d = shape[-1]
-    return {
-        "x": rng.normal(loc, scale, size=shape).astype(dtype),
-        "gamma": rng.uniform(0.5, 2.0, d).astype(dtype),
-        "beta": rng.normal(0.0, 1.0, d).astype(dtype),
-        "dout": rng.normal(0.0, 1.0, size=shape).astype(dtype),
-        "epsilon": epsilon,
-    }
-
-
-def _visible_2d():
-    return flatten_cases({"a": _case(21, (6, 3), loc=1.0, scale=2.0)})
-
-
-def _hidden_2d():
-    return flatten_cases({
-        # off-centre data, as Keras's tests use
-        "a": _case(22, (32, 5), loc=5.0, scale=10.0),
-        # a large epsilon next to a small variance shows whether epsilon is used
-        "b": _case(23, (10, 2), loc=1.0, scale=0.1, epsilon=0.5),
-        # the smallest batch that BN accepts
-        "c": _case(24, (2, 4), loc=-3.0, scale=4.0),
-    })
-
-
-def _closed_cases():
-    return flatten_cases({
-        "a": _case(25, (32, 5), loc=5.0, scale=10.0),
-        "b": _case(26, (10, 2), loc=1.0, scale=0.1, epsilon=0.5),
-        # float32 in, float32 out
-        "c": _case(27, (64, 3), loc=5.0, scale=10.0, dtype=np.float32),
-    })
-
-
 def _label(a) -> str:
     """The inputs of a case, in words, for messages."""
     return f"x of shape {a['x'].shape} {a['x'].dtype}, epsilon={a['epsilon']:g}"
-
-
-def _call_with_epsilon(name, fn, args, epsilon):
-    """``fn(*args)``, passing ``epsilon`` only when it is not 1e-3, so that the default is
-    checked too."""
-    if epsilon == DEFAULT_EPSILON:
-        return call(name, fn, *args)
-    return call(name, fn, *args, epsilon=epsilon)
 
 
 # ---------------------------------------------------------------- comparison
@@ -172,32 +123,6 @@ def _graph(x, gamma, dout, epsilon) -> dict:
     }
 
 
-def _produce_staged(keys):
-    """A ``produce`` that keeps only ``keys`` of the dict the staged backward returns."""
-
-    def produce(fn, inputs):
-        out = {}
-        for group, a in cases_of(inputs).items():
-            result = _call_with_epsilon("batchnorm_backward_staged", fn,
-                                        (a["dout"], a["x"], a["gamma"]), a["epsilon"])
-            if type(result) is not dict:
-                raise AssertionError(
-                    "batchnorm_backward_staged: expected a dict of gradients such as "
-                    f"{{'dx': ..., 'dgamma': ...}}, got {type(result).__name__}"
-                )
-            for key in keys:
-                if key not in result:
-                    raise AssertionError(
-                        f"the dict returned by batchnorm_backward_staged has no key {key!r}; "
-                        f"its keys are {sorted(map(str, result))}"
-                    )
-                out[f"{group}/{key}"] = arrays("batchnorm_backward_staged", result[key],
-                                               (key,))[key]
-        return out
-
-    return produce
-
-
 def _hints_common(a, node, g) -> list:
     """Hints that apply to every node below dxhat: dout for dxhat, and a fixed epsilon."""
     no_gamma = _graph(a["x"], np.ones_like(a["gamma"]), a["dout"], a["epsilon"])
@@ -208,6 +133,8 @@ def _hints_common(a, node, g) -> list:
     return hints
 
 
+@JUDGES.judge("staged_params_visible")
+@JUDGES.judge("staged_params")
 def _judge_params(inputs, outputs):
     lines = []
     for group, a in cases_of(inputs).items():
@@ -235,6 +162,8 @@ def _judge_params(inputs, outputs):
     return lines
 
 
+@JUDGES.judge("staged_dxhat_visible")
+@JUDGES.judge("staged_dxhat")
 def _judge_dxhat(inputs, outputs):
     lines = []
     for group, a in cases_of(inputs).items():
@@ -253,6 +182,8 @@ def _judge_dxhat(inputs, outputs):
     return lines
 
 
+@JUDGES.judge("staged_dvar_visible")
+@JUDGES.judge("staged_dvar")
 def _judge_dvar(inputs, outputs):
     lines = []
     for group, a in cases_of(inputs).items():
@@ -275,6 +206,8 @@ def _judge_dvar(inputs, outputs):
     return lines
 
 
+@JUDGES.judge("staged_dmean_visible")
+@JUDGES.judge("staged_dmean")
 def _judge_dmean(inputs, outputs):
     lines = []
     for group, a in cases_of(inputs).items():
@@ -292,6 +225,8 @@ def _judge_dmean(inputs, outputs):
     return lines
 
 
+@JUDGES.judge("staged_dx_visible")
+@JUDGES.judge("staged_dx")
 def _judge_dx(inputs, outputs):
     lines = []
     for group, a in cases_of(inputs).items():
@@ -317,35 +252,7 @@ def _judge_dx(inputs, outputs):
     return lines
 
 
-for _name, _keys, _judge, _what in (
-    ("staged_params", ("dbeta", "dgamma"), _judge_params, "dbeta and dgamma"),
-    ("staged_dxhat", ("dxhat",), _judge_dxhat, "dxhat"),
-    ("staged_dvar", ("dvar",), _judge_dvar, "dvar"),
-    ("staged_dmean", ("dmean",), _judge_dmean, "dmean"),
-    ("staged_dx", ("dx",), _judge_dx, "dx"),
-):
-    CHECKS.add(f"{_name}_visible", f"batchnorm_backward_staged: {_what} on a 6 x 3 batch",
-               _visible_2d, _produce_staged(_keys))(_judge)
-    CHECKS.add(_name, f"batchnorm_backward_staged: {_what} on off-centre data, with a large "
-                      "epsilon, and on a batch of 2", _hidden_2d, _produce_staged(_keys))(_judge)
-
-
 # ---------------------------------------------------------------- the closed form
-
-
-def _produce_grads(name):
-    """A ``produce`` for functions that return ``(dx, dgamma, dbeta)``."""
-
-    def produce(fn, inputs):
-        out = {}
-        for group, a in cases_of(inputs).items():
-            result = _call_with_epsilon(name, fn, (a["dout"], a["x"], a["gamma"]),
-                                        a["epsilon"])
-            got = arrays(name, result, ("dx", "dgamma", "dbeta"))
-            out.update({f"{group}/{k}": v for k, v in got.items()})
-        return out
-
-    return produce
 
 
 def _compare_grads(outputs, group, expected, *, case, hints, shapes) -> list:
@@ -367,6 +274,8 @@ def _reference_grads(x, gamma, dout, epsilon):
     return nb.batchnorm_backward_alt(dout, cache), cache
 
 
+@JUDGES.judge("closed_visible")
+@JUDGES.judge("closed")
 def _judge_closed(inputs, outputs):
     lines = []
     for group, a in cases_of(inputs).items():
@@ -393,13 +302,6 @@ def _judge_closed(inputs, outputs):
     return lines
 
 
-CHECKS.add("closed_visible", "batchnorm_backward_closed: dx, dgamma and dbeta on a 6 x 3 batch",
-           _visible_2d, _produce_grads("batchnorm_backward_closed"))(_judge_closed)
-CHECKS.add("closed", "batchnorm_backward_closed on off-centre data, with a large epsilon, "
-                     "and in float32", _closed_cases,
-           _produce_grads("batchnorm_backward_closed"))(_judge_closed)
-
-
 # ---------------------------------------------------------------- finite differences
 # Two functions with known gradients: the cube, element-wise, and tanh(x @ W), where each
 # output depends on a whole row of x. For the cube the centred difference is exact up to
@@ -409,44 +311,6 @@ CHECKS.add("closed", "batchnorm_backward_closed on off-centre data, with a large
 
 ONE_SIDED = ("you use the one-sided difference (L(x + h) - L(x)) / h; the centred one, "
              "(L(x + h) - L(x - h)) / (2 h), is far more accurate")
-
-
-def _numgrad_visible():
-    rng = np.random.default_rng(31)
-    return {"cube/x": rng.normal(0.0, 1.0, (3, 2)), "cube/dout": rng.normal(0.0, 1.0, (3, 2)),
-            "cube/h": -1.0}
-
-
-def _numgrad_cases():
-    rng = np.random.default_rng(32)
-    return {
-        "cube/x": rng.normal(0.0, 1.5, (4, 3)), "cube/dout": rng.normal(0.0, 1.0, (4, 3)),
-        "cube/h": -1.0,
-        "tanh/x": rng.normal(0.0, 1.0, (3, 4)), "tanh/W": rng.normal(0.0, 0.7, (4, 2)),
-        "tanh/dout": rng.normal(0.0, 1.0, (3, 2)), "tanh/h": -1.0,
-        "cube_h/x": rng.normal(1.0, 1.0, (2, 3)), "cube_h/dout": rng.normal(0.0, 1.0, (2, 3)),
-        "cube_h/h": 0.1,
-    }
-
-
-def _numgrad_function(kind: str, a: dict):
-    if kind.startswith("cube"):
-        return lambda x: x ** 3
-    w = a["W"]
-    return lambda x: np.tanh(x @ w)
-
-
-def _produce_numgrad(fn, inputs):
-    out = {}
-    for kind, a in cases_of(inputs).items():
-        f = _numgrad_function(kind, a)
-        h = float(a["h"])
-        if h < 0:
-            result = call("numerical_gradient", fn, f, a["x"], a["dout"])
-        else:
-            result = call("numerical_gradient", fn, f, a["x"], a["dout"], h=h)
-        out[f"{kind}/grad"] = arrays("numerical_gradient", result, ("grad",))["grad"]
-    return out
 
 
 def _one_sided(f, x, dout, h):
@@ -460,13 +324,15 @@ def _one_sided(f, x, dout, h):
     return grad
 
 
+@JUDGES.judge("numgrad_visible")
+@JUDGES.judge("numgrad")
 def _judge_numgrad(inputs, outputs):
     lines = []
     for kind, a in cases_of(inputs).items():
         x, dout = a["x"], a["dout"]
         given_h = float(a["h"]) > 0
         h = float(a["h"]) if given_h else 1e-5
-        f = _numgrad_function(kind, a)
+        f = numgrad_function(kind, a)
         if kind.startswith("cube"):
             expected = dout * (3 * x ** 2 + h ** 2)
             analytic = dout * 3 * x ** 2
@@ -490,25 +356,7 @@ def _judge_numgrad(inputs, outputs):
     return lines
 
 
-CHECKS.add("numgrad_visible", "numerical_gradient of f(x) = x**3 on a 3 x 2 array",
-           _numgrad_visible, _produce_numgrad)(_judge_numgrad)
-CHECKS.add("numgrad", "numerical_gradient of x**3 and of tanh(x @ W), and its h argument",
-           _numgrad_cases, _produce_numgrad)(_judge_numgrad)
-
-
 # ---------------------------------------------------------------- channels-last (N, H, W, C)
-
-
-def _nhwc_visible():
-    return flatten_cases({"a": _case(41, (3, 2, 4, 2), loc=1.0, scale=2.0)})
-
-
-def _nhwc_cases():
-    return flatten_cases({
-        "a": _case(42, (4, 5, 3, 3), loc=5.0, scale=10.0),
-        "b": _case(43, (2, 2, 4, 3), loc=1.0, scale=0.1, epsilon=0.5),
-        "c": _case(44, (3, 1, 2, 5), loc=-2.0, scale=3.0),
-    })
 
 
 PER_POSITION = ("you take the statistics over the batch axis only, one mean per (h, w, c); "
@@ -539,15 +387,8 @@ def _reshape_channels_first(x, gamma, beta, epsilon):
     return out.T.reshape(x.shape)
 
 
-def _produce_nhwc_forward(fn, inputs):
-    out = {}
-    for group, a in cases_of(inputs).items():
-        result = _call_with_epsilon("batchnorm_forward_nhwc", fn,
-                                    (a["x"], a["gamma"], a["beta"]), a["epsilon"])
-        out[f"{group}/out"] = arrays("batchnorm_forward_nhwc", result, ("out",))["out"]
-    return out
-
-
+@JUDGES.judge("nhwc_forward_visible")
+@JUDGES.judge("nhwc_forward")
 def _judge_nhwc_forward(inputs, outputs):
     lines = []
     nb = _numpy_bn()
@@ -567,13 +408,6 @@ def _judge_nhwc_forward(inputs, outputs):
     return lines
 
 
-CHECKS.add("nhwc_forward_visible", "batchnorm_forward_nhwc on a (3, 2, 4, 2) batch",
-           _nhwc_visible, _produce_nhwc_forward)(_judge_nhwc_forward)
-CHECKS.add("nhwc_forward", "batchnorm_forward_nhwc on off-centre data, with a large epsilon, "
-                           "and with H = 1", _nhwc_cases,
-           _produce_nhwc_forward)(_judge_nhwc_forward)
-
-
 def _nhwc_shapes(x) -> list:
     """Wrong shapes of dgamma or dbeta for x of shape (N, H, W, C), and their causes."""
     n, h, w, c = x.shape
@@ -585,6 +419,8 @@ def _nhwc_shapes(x) -> list:
     ]
 
 
+@JUDGES.judge("nhwc_backward_visible")
+@JUDGES.judge("nhwc_backward")
 def _judge_nhwc_backward(inputs, outputs):
     lines = []
     nb = _numpy_bn()
@@ -608,10 +444,3 @@ def _judge_nhwc_backward(inputs, outputs):
         lines += _compare_grads(outputs, group, (dx, dgamma, dbeta), case=_label(a),
                                 hints=hints, shapes=_nhwc_shapes(x))
     return lines
-
-
-CHECKS.add("nhwc_backward_visible", "batchnorm_backward_nhwc on a (3, 2, 4, 2) batch",
-           _nhwc_visible, _produce_grads("batchnorm_backward_nhwc"))(_judge_nhwc_backward)
-CHECKS.add("nhwc_backward", "batchnorm_backward_nhwc on off-centre data, with a large "
-                            "epsilon, and with H = 1", _nhwc_cases,
-           _produce_grads("batchnorm_backward_nhwc"))(_judge_nhwc_backward)

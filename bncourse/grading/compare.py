@@ -9,14 +9,16 @@ mistakes that the caller recognised.
 NumPy's functions are looked up once, when this module is imported, and kept here under
 private names: a notebook that later replaces ``np.allclose`` or ``np.abs`` does not change
 what these comparisons compute. Types are checked with ``type(x) is``, so an object that
-claims to be equal to everything is refused before any comparison runs.
+claims to be equal to everything is refused before any comparison runs (by
+``require_array``, which the student's side uses too: :mod:`bncourse.grading.student.values`).
 """
 
 from __future__ import annotations
 
 import numpy as _np
 
-_ndarray = _np.ndarray
+from .student.values import require_array
+
 _asarray = _np.asarray
 _abs = _np.abs
 _maximum = _np.maximum
@@ -29,38 +31,11 @@ _any = _np.any
 _all = _np.all
 _float64 = _np.float64
 _tiny = float(_np.finfo(_np.float64).tiny)
-_NUMERIC_KINDS = frozenset("fiub")
 
 
 def _where(shape, flat_index) -> str:
     index = tuple(int(i) for i in _unravel(int(flat_index), shape))
     return str(index[0]) if len(index) == 1 else str(index)
-
-
-def require_array(name: str, value, *, ndim: int | None = None) -> _ndarray:
-    """``value`` if it is a numeric NumPy array (exactly ``np.ndarray``), else AssertionError."""
-    if type(value) is not _ndarray:
-        raise AssertionError(
-            f"{name}: expected a NumPy array (numpy.ndarray), got {type(value).__name__}"
-        )
-    if value.dtype.kind not in _NUMERIC_KINDS:
-        raise AssertionError(f"{name}: expected a numeric array, got dtype {value.dtype}")
-    if ndim is not None and value.ndim != ndim:
-        raise AssertionError(
-            f"{name}: expected an array with {ndim} dimension(s), got shape {value.shape}"
-        )
-    return value
-
-
-def require_tuple(name: str, value, length: int) -> tuple:
-    """``value`` if it is a tuple (or list) of ``length`` items, else AssertionError."""
-    if type(value) not in (tuple, list):
-        raise AssertionError(
-            f"{name}: expected a tuple of {length} values, got {type(value).__name__}"
-        )
-    if len(value) != length:
-        raise AssertionError(f"{name}: expected {length} values, got {len(value)}")
-    return tuple(value)
 
 
 def _close(actual, expected, rtol, atol) -> bool:
@@ -154,15 +129,6 @@ def assert_equal(name: str, actual, expected) -> str:
     if actual != expected:
         raise AssertionError(f"{name}: expected {expected!r}, got {actual!r}")
     return "exact"
-
-
-def assert_unchanged(name: str, before: _ndarray, after: _ndarray) -> None:
-    """AssertionError if a function modified its input array ``name`` in place."""
-    if not _array_equal(before, after, equal_nan=True):
-        raise AssertionError(
-            f"your function changed its input {name} in place; work on a copy "
-            "(or compute new arrays) so that the caller's data is left as it was"
-        )
 
 
 def any_true(values) -> bool:

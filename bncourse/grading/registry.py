@@ -1,4 +1,4 @@
-"""The problem sets, their checks, and the reference code the checks compare against.
+"""The problem sets' checks, and the reference code the checks compare against.
 
 A check has three parts, kept apart on purpose:
 
@@ -9,35 +9,37 @@ A check has three parts, kept apart on purpose:
 - ``judge(inputs, outputs)``: compares those arrays with the reference and returns lines
   of description, or raises ``AssertionError`` with a message for the student.
 
-Because ``produce`` returns plain arrays, the autograder can run it in a separate process
-(:mod:`bncourse.grading.sandbox`) and judge the arrays where the student's code never ran.
+The first two live in :mod:`bncourse.grading.student` (a problem set's ``PRODUCERS``), which
+is all the student's sandbox needs; the judges live in the problem set's judges module
+(``JUDGES``, a :class:`JudgeRegistry`), with the references. Because ``produce`` returns
+plain arrays, the autograder can run it in a separate process
+(in the sandbox, :mod:`bncourse.grading.isolation`) and judge the arrays where the student's code never ran.
+:func:`checks_of` joins the two halves into :class:`Check` objects.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-BNCOURSE_MODULES = (
-    "bncourse.numpy_bn",
-    "bncourse.keras_bn",
-    "bncourse.models",
-    "bncourse.fold",
-    "bncourse.experiments",
-    "bncourse.claims",
-    "bncourse.cli",
-    "bncourse.bench",
-    "bncourse.plotting",
-    "bncourse.results",
-    "bncourse.data",
-    "bncourse.book",
-    "bncourse.mathjax",
-    "bncourse.sphinx_ext",
-    "bncourse.grading.solutions",
+# The problem sets are defined on the student's side (its sandbox needs them too) and
+# re-exported here, where the grader has always imported them from.
+from .student.problem_sets import (
+    BNCOURSE_MODULES,
+    FRAMEWORKS,
+    PROBLEM_SETS,
+    ProblemSet,
+    cell_timeout,
+    problem_set,
+    producers_of,
 )
-FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "tf_keras", "flax")
+
+__all__ = [
+    "BNCOURSE_MODULES", "FRAMEWORKS", "PROBLEM_SETS", "ProblemSet", "cell_timeout",
+    "problem_set", "producers_of", "Check", "JudgeRegistry", "judges_of", "checks_of",
+    "find_check", "reference", "capture_references",
+]
 
 
 @dataclass(frozen=True)
@@ -51,97 +53,53 @@ class Check:
     judge: Callable[[dict, dict], list]
 
 
-@dataclass(frozen=True)
-class ProblemSet:
-    """An assignment: its checks module and what its notebook may import.
+class JudgeRegistry(dict):
+    """``{id: judge}`` of one problem set, filled with the :meth:`judge` decorator."""
 
-    Attributes:
-        name: the nbgrader assignment id, e.g. ``"ps1-forward"``.
-        checks_module: the module that defines its checks.
-        frameworks: whether Keras/TensorFlow may be imported (False for NumPy-only sets).
-        allowed: ``bncourse`` modules the notebook may import (data loading, results).
-        preload: modules imported before the notebook is sealed (they may need to spawn
-            processes or read files on first import, which sealing forbids).
-        references: modules the judges need; captured before sealing.
-        cell_timeout: seconds a cell may run when it is graded.
-    """
+    def __init__(self, problem_set_name: str):
+        super().__init__()
+        self.prefix = problem_set_name + "."
 
-    name: str
-    checks_module: str
-    frameworks: bool = False
-    allowed: tuple = ()
-    preload: tuple = ()
-    references: tuple = ()
-    cell_timeout: int = 30
+    def judge(self, name: str):
+        """Decorator: register the decorated function as the judge of ``<problem set>.<name>``.
 
-    @property
-    def blocked_modules(self) -> tuple:
-        """Top-level or dotted module names this notebook may not import."""
-        own = tuple(m for m in BNCOURSE_MODULES if m not in self.allowed)
-        return own if self.frameworks else own + FRAMEWORKS
+        It returns the function unchanged, so that one judge can serve several checks (a
+        visible one and a hidden one) by stacking decorators. ValueError if the check has a
+        judge already.
+        """
+
+        def register(fn):
+            check_id = self.prefix + name
+            if check_id in self:
+                raise ValueError(f"the judge of check {check_id!r} is defined twice")
+            self[check_id] = fn
+            return fn
+
+        return register
 
 
-PROBLEM_SETS = {
-    ps.name: ps
-    for ps in (
-        ProblemSet(
-            "ps1-forward",
-            "bncourse.grading.forward",
-            references=("bncourse.numpy_bn",),
-        ),
-        ProblemSet(
-            "ps2-backward",
-            "bncourse.grading.backward",
-            references=("bncourse.numpy_bn",),
-        ),
-        ProblemSet(
-            "ps3-keras-layer",
-            "bncourse.grading.keras_layer",
-            frameworks=True,
-            preload=("keras",),
-            references=("keras",),
-            cell_timeout=60,
-        ),
-        ProblemSet(
-            "ps4-experiment",
-            "bncourse.grading.experiment",
-            frameworks=True,
-            allowed=("bncourse.data",),
-            preload=("keras", "matplotlib.pyplot", "bncourse.data"),
-            references=("bncourse.models", "bncourse.results", "bncourse.grading.solutions"),
-            cell_timeout=120,
-        ),
-    )
-}
-
-
-def cell_timeout(ps: ProblemSet) -> float:
-    """Seconds a cell of ``ps`` may run: ``$BNCOURSE_CELL_TIMEOUT`` if set, else the set's own."""
-    value = os.environ.get("BNCOURSE_CELL_TIMEOUT")
-    if value is None:
-        return ps.cell_timeout
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ValueError(f"BNCOURSE_CELL_TIMEOUT must be a number of seconds > 0, got {value!r}")
-    return seconds
-
-
-def problem_set(name: str) -> ProblemSet:
-    """The problem set called ``name``; ValueError listing the known ones otherwise."""
-    try:
-        return PROBLEM_SETS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown problem set {name!r}; known: {', '.join(PROBLEM_SETS)}"
-        ) from None
+def judges_of(ps: ProblemSet) -> dict:
+    """``{check id: judge}`` of a problem set, from its judges module's ``JUDGES``."""
+    return importlib.import_module(ps.judges_module).JUDGES
 
 
 def checks_of(ps: ProblemSet) -> dict:
-    """``{check id: Check}`` of a problem set, from its checks module's ``CHECKS``."""
-    return importlib.import_module(ps.checks_module).CHECKS
+    """``{check id: Check}`` of a problem set: its producers joined with its judges.
+
+    ValueError if a check has a producer and no judge, or a judge and no producer.
+    """
+    producers, judges = producers_of(ps), judges_of(ps)
+    unjudged = [i for i in producers if i not in judges]
+    unproduced = [i for i in judges if i not in producers]
+    if unjudged or unproduced:
+        problems = []
+        if unjudged:
+            problems.append(f"no judge in {ps.judges_module} for {', '.join(unjudged)}")
+        if unproduced:
+            problems.append(f"no producer in {ps.producers_module} for {', '.join(unproduced)}")
+        raise ValueError(f"the checks of {ps.name} do not pair up: {'; '.join(problems)}")
+    return {i: Check(i, p.description, p.make_inputs, p.produce, judges[i])
+            for i, p in producers.items()}
 
 
 def find_check(check_id: str) -> tuple[ProblemSet, Check]:
@@ -184,23 +142,3 @@ def capture_references(ps: ProblemSet) -> None:
     for name in ps.references:
         _REFS.modules[name] = importlib.import_module(name)
     _REFS.sealed = True
-
-
-class CheckRegistry(dict):
-    """``{id: Check}`` built with the :meth:`add` decorator, in a checks module."""
-
-    def __init__(self, problem_set_name: str):
-        super().__init__()
-        self.prefix = problem_set_name + "."
-
-    def add(self, name: str, description: str, make_inputs: Callable, produce: Callable):
-        """Decorator: register the decorated judge as check ``<problem set>.<name>``."""
-
-        def register(judge):
-            check_id = self.prefix + name
-            if check_id in self:
-                raise ValueError(f"check {check_id!r} is defined twice")
-            self[check_id] = Check(check_id, description, make_inputs, produce, judge)
-            return judge
-
-        return register

@@ -39,6 +39,10 @@ class Row:
     needs_manual_grade: bool = False
     kernel_seconds: float | None = None
     kernel_peak_mb: float | None = None
+    cpu_seconds: float | None = None
+    verify_seconds: float | None = None
+    verify_peak_mb: float | None = None
+    failed_parts: list = field(default_factory=list)
 
 
 def _notebook_problem(path: Path) -> str | None:
@@ -108,8 +112,23 @@ def _row(gb, MissingEntry, root, name, notebooks, student, max_score) -> Row:
                 row.flags.append("timed out: " + ", ".join(map(str, data["kernel_timed_out"])))
             if data.get("tampered"):
                 row.flags.append("tampered: " + ", ".join(data["tampered"]))
+            if data.get("kernel_killed_after"):
+                row.flags.append(f"killed after {data['kernel_killed_after']:g} s")
+            errors = data.get("cell_errors") or []
+            if errors:
+                row.flags.append("errors: " + ", ".join(
+                    f"{e['cell']} ({e['ename']})" for e in errors[:5])
+                    + (f" and {len(errors) - 5} more" if len(errors) > 5 else ""))
+            if data.get("sandbox") is False:
+                row.flags.append("graded without the sandbox (--no-sandbox)")
+            row.failed_parts += data.get("failed", [])
+            verification = data.get("verification", {})
             row.kernel_seconds = data.get("kernel_seconds")
             row.kernel_peak_mb = data.get("kernel_peak_mb")
+            row.cpu_seconds = round((data.get("kernel_cpu_seconds") or 0)
+                                    + (verification.get("cpu_seconds") or 0), 3)
+            row.verify_seconds = verification.get("seconds")
+            row.verify_peak_mb = verification.get("max_rss_mb")
     if problems:
         row.status = "crashed"
         row.flags = problems + row.flags
@@ -145,11 +164,14 @@ def write_csv(rows: list[Row], path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["student", "assignment", "score", "max_score", "status", "flags",
-                         "needs_manual_grade", "kernel_seconds", "kernel_peak_mb"])
+                         "failed_parts", "needs_manual_grade", "kernel_seconds",
+                         "kernel_peak_mb", "verify_seconds", "verify_peak_mb", "cpu_seconds"])
         for r in rows:
             writer.writerow([r.student, r.assignment, "" if r.score is None else r.score,
-                             r.max_score, r.status, " | ".join(r.flags), r.needs_manual_grade,
-                             r.kernel_seconds, r.kernel_peak_mb])
+                             r.max_score, r.status, " | ".join(r.flags),
+                             " ".join(r.failed_parts), r.needs_manual_grade, r.kernel_seconds,
+                             r.kernel_peak_mb, r.verify_seconds, r.verify_peak_mb,
+                             r.cpu_seconds])
 
 
 def main(argv=None) -> int:

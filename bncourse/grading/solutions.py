@@ -1,7 +1,7 @@
 """Reference answers for ps4-experiment's pure functions, kept where students cannot import them.
 
-This module is blocked in sealed notebooks (see :mod:`bncourse.grading.registry`): the judges
-use it; a student's code cannot.
+This module is blocked in sealed notebooks (see
+:mod:`bncourse.grading.student.problem_sets`): the judges use it; a student's code cannot.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as _np
 
-from .compare import assert_unchanged, require_array, require_tuple
+from .values import assert_unchanged, require_array, require_tuple
 
 _copy = _np.copy
 _ndarray = _np.ndarray

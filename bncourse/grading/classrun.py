@@ -1,0 +1,254 @@
+"""Autograde a whole class: in parallel, with progress, resumable, on one machine or a cluster.
+
+Run from the course root (``assignments/``); ``make autograde`` does::
+
+    python -m bncourse.grading.classrun [--workers N] [--force] [--no-sandbox]
+        [--scheduler tcp://HOST:PORT] [--db-url URL] [ASSIGNMENT ...]
+
+Each submission (``submitted/<student>/<assignment>/``) is graded by its own ``nbgrader
+autograde <assignment> --student <student>`` process, in its own sandbox (each worker has a
+sandbox slot, so its user id and process cap are its own). A submission is finished when
+its marker ``verification/<student>/<assignment>/done.json`` exists; the marker is written
+(atomically) only after nbgrader has committed the grades, so a run stopped at any point,
+even by ``kill -9``, goes on where it stopped when started again, and a half-graded
+submission is graded again from scratch. ``--force`` grades everything again.
+
+With ``--scheduler`` the submissions are graded by the workers of a running
+``dask.distributed`` cluster instead (each in its own sandbox; the course folder must be
+at the same path on every worker); ``--db-url`` points nbgrader at another gradebook, such
+as PostgreSQL, which the workers then share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from .isolation import SandboxUnavailable, check_available, claim_slot
+from .registry import PROBLEM_SETS
+
+MARKER = "done.json"
+_WORKER_SLOT: dict = {}
+
+
+def submissions(root: Path, assignments=None) -> list[tuple[str, str]]:
+    """Every ``(student, assignment)`` with a folder under ``submitted/``, sorted."""
+    names = list(assignments) if assignments else list(PROBLEM_SETS)
+    unknown = [a for a in names if a not in PROBLEM_SETS]
+    if unknown:
+        raise ValueError(f"unknown assignment(s): {', '.join(unknown)}; "
+                         f"known: {', '.join(PROBLEM_SETS)}")
+    found = []
+    submitted = root / "submitted"
+    if submitted.is_dir():
+        for student in sorted(p.name for p in submitted.iterdir() if p.is_dir()):
+            for name in names:
+                if (submitted / student / name).is_dir():
+                    found.append((student, name))
+    return found
+
+
+def marker(root: Path, student: str, assignment: str) -> Path:
+    return root / "verification" / student / assignment / MARKER
+
+
+def is_done(root: Path, student: str, assignment: str) -> bool:
+    return marker(root, student, assignment).is_file()
+
+
+def _write_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def grade_one(root: str, student: str, assignment: str, slot: int, *, sandbox: bool = True,
+              db_url: str | None = None, bin_dir: str | None = None) -> dict:
+    """Autograde one submission with nbgrader in sandbox slot ``slot``; write its marker."""
+    root_path = Path(root)
+    bin_dir = bin_dir or str(Path(sys.executable).parent)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+               BNCOURSE_SANDBOX_SLOT=str(slot))
+    if not sandbox:
+        env["BNCOURSE_NO_SANDBOX"] = "1"
+    cmd = [os.path.join(bin_dir, "nbgrader"), "autograde", assignment, "--student", student,
+           "--create", "--force"]
+    if db_url:
+        cmd.append(f"--CourseDirectory.db_url={db_url}")
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root_path, env=env, capture_output=True, text=True)
+    result = {
+        "student": student,
+        "assignment": assignment,
+        "returncode": proc.returncode,
+        "seconds": round(time.perf_counter() - started, 3),
+        "sandbox": sandbox,
+        "log_tail": proc.stderr[-3000:],
+    }
+    _write_atomic(marker(root_path, student, assignment), result)
+    return result
+
+
+class Progress:
+    """``[ 12/300]  4.0%  elapsed 0:41  ETA 16:20`` on one line (a line per step if no tty)."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.started = time.monotonic()
+        self.tty = stream.isatty()
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _clock(seconds: float) -> str:
+        seconds = int(seconds)
+        hours, rest = divmod(seconds, 3600)
+        return (f"{hours}:" if hours else "") + f"{rest // 60:d}:{rest % 60:02d}"
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        eta = "?" if not self.done else self._clock(elapsed / self.done
+                                                     * (self.total - self.done))
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        width = len(str(self.total))
+        return (f"[{self.done:{width}d}/{self.total}] {pct:5.1f}%  elapsed "
+                f"{self._clock(elapsed)}  ETA {eta}")
+
+    def step(self, note: str = "") -> None:
+        with self.lock:
+            self.done += 1
+            text = self.line() + (f"  {note}" if note else "")
+            if self.tty:
+                self.stream.write("\r" + text.ljust(100))
+                if self.done == self.total:
+                    self.stream.write("\n")
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+def run_local(root: Path, jobs: list, workers: int, *, sandbox: bool, db_url=None) -> list:
+    """Grade ``jobs`` on this machine with ``workers`` threads, each its own sandbox slot."""
+    progress = Progress(len(jobs))
+    slots = [claim_slot() for _ in range(workers)]
+    slot_lock = threading.Lock()
+    results = []
+
+    def work(job):
+        with slot_lock:
+            slot = slots.pop()
+        try:
+            return grade_one(str(root), *job, slot, sandbox=sandbox, db_url=db_url)
+        finally:
+            with slot_lock:
+                slots.append(slot)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(work, job) for job in jobs]
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            progress.step(f"{result['student']}/{result['assignment']}")
+    return results
+
+
+def _dask_grade(root, student, assignment, sandbox, db_url, bin_dir):
+    """Runs on a dask worker, in the sandbox slot this worker process holds."""
+    if "slot" not in _WORKER_SLOT:
+        _WORKER_SLOT["slot"] = claim_slot()
+    slot = _WORKER_SLOT["slot"]
+    return grade_one(root, student, assignment, slot, sandbox=sandbox, db_url=db_url,
+                     bin_dir=bin_dir)
+
+
+def run_dask(root: Path, jobs: list, scheduler: str, *, sandbox: bool, db_url=None) -> list:
+    """Grade ``jobs`` on the ``dask.distributed`` cluster at ``scheduler``."""
+    from distributed import Client, as_completed as dask_completed
+
+    progress = Progress(len(jobs))
+    results = []
+    bin_dir = str(Path(sys.executable).parent)
+    with Client(scheduler, timeout=30) as client:
+        futures = [client.submit(_dask_grade, str(root), s, a, sandbox, db_url, bin_dir,
+                                 key=f"grade-{a}-{s}", pure=False) for s, a in jobs]
+        for future in dask_completed(futures):
+            result = future.result()
+            results.append(result)
+            progress.step(f"{result['student']}/{result['assignment']}")
+    return results
+
+
+def finish(root: Path, assignments: list, *, db_url=None) -> None:
+    """Feedback, export and the class report, once every submission is graded."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    extra = [f"--CourseDirectory.db_url={db_url}"] if db_url else []
+    for name in assignments:
+        subprocess.run([os.path.join(bin_dir, "nbgrader"), "generate_feedback", name,
+                        "--force", *extra], cwd=root, env=env, capture_output=True)
+    subprocess.run([os.path.join(bin_dir, "nbgrader"), "export", *extra], cwd=root, env=env,
+                   capture_output=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bncourse.grading.classrun",
+        description="Autograde every submission under submitted/, in parallel and resumably.")
+    parser.add_argument("assignments", nargs="*", help="problem sets (default: all)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="parallel graders on this machine (default: one per core)")
+    parser.add_argument("--force", action="store_true",
+                        help="grade again submissions that are already graded")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="run student code without the OS sandbox (trusted notebooks only;"
+                             " the report says so)")
+    parser.add_argument("--scheduler", help="a dask.distributed scheduler, tcp://HOST:PORT")
+    parser.add_argument("--db-url", help="nbgrader's gradebook URL (default: sqlite in the "
+                                         "course root), e.g. postgresql://user@host/db")
+    parser.add_argument("--root", default=".", help="the course root (default: .)")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    root = Path(args.root).resolve()
+    if not (root / "nbgrader_config.py").is_file():
+        parser.error(f"{root} is not a course root (no nbgrader_config.py)")
+    if not args.no_sandbox:
+        try:
+            check_available()
+        except SandboxUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    try:
+        found = submissions(root, args.assignments)
+    except ValueError as err:
+        parser.error(str(err))
+    jobs = [job for job in found if args.force or not is_done(root, *job)]
+    print(f"{len(found)} submission(s), {len(found) - len(jobs)} already graded, "
+          f"{len(jobs)} to grade"
+          + ("" if args.no_sandbox else " in the sandbox")
+          + (f" on {args.scheduler}" if args.scheduler else f" with {args.workers} worker(s)"),
+          file=sys.stderr)
+    if args.no_sandbox:
+        print("warning: --no-sandbox: student code runs with the grader's rights",
+              file=sys.stderr)
+    if jobs:
+        if args.scheduler:
+            run_dask(root, jobs, args.scheduler, sandbox=not args.no_sandbox,
+                     db_url=args.db_url)
+        else:
+            run_local(root, jobs, args.workers, sandbox=not args.no_sandbox,
+                      db_url=args.db_url)
+    graded = sorted({a for _, a in found})
+    finish(root, graded, db_url=args.db_url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
