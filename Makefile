@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bncourse-installed
 JB_FLAGS := -W --keep-going
 
-.PHONY: setup data mathjax browser sandbox book test test-fast bench reproduce assignments autograde clean
+.PHONY: setup data mathjax browser sandbox postgres book test test-fast bench reproduce assignments autograde clean
 
-setup: $(STAMP) data mathjax browser sandbox
+setup: $(STAMP) data mathjax browser sandbox postgres
 
 # Reinstall only when the dependencies change; the package itself is installed editable.
 $(STAMP): pyproject.toml
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	    $(PYTHON) -m venv $(VENV); }; }; \
 	fi
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,cluster]'
 	@touch $@
 
 # Fashion-MNIST: BNCOURSE_DATA_DIR, else Debian's dataset-fashion-mnist (installed here when
@@ -77,6 +77,17 @@ sandbox:
 	  { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
 	else echo "note: bubblewrap is missing and cannot be installed here (not root, or no" \
 	  "apt-get); grading refuses to start until it is installed"; fi
+
+# PostgreSQL, for the test that grades a class into a PostgreSQL gradebook on a dask
+# cluster (tests/test_cluster.py starts its own server in a temporary directory).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's postgresql"; \
+	  apt-get install -y -q postgresql >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }; \
+	else echo "note: PostgreSQL is missing and cannot be installed here (not root, or no" \
+	  "apt-get); tests/test_cluster.py will fail until it is installed"; fi
 
 # The course's full experiments into results/, resumable: finished runs are skipped. Hours on
 # 2 CPU cores; stop it at any time and run it again to go on.

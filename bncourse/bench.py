@@ -233,8 +233,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-keras", action="store_true", help="numpy: skip the Keras layer")
     parser.add_argument("--images", type=int, default=None,
                         help="fold: predict only the first N test images (all 10,000)")
-    parser.add_argument("--class-size", type=int, default=40,
-                        help="grading: the size of the ps1-forward class (40; 0 skips it)")
+    parser.add_argument("--class-size", type=int, default=300,
+                        help="grading: the size of the ps1-forward class (300; 0 skips it)")
     parser.add_argument("--save", default=None, metavar="PATH",
                         help="grading: also write the measurements and their provenance as "
                         "JSON to PATH (the book reads results/benchmarks/grading.json)")

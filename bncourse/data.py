@@ -52,6 +52,7 @@ __all__ = [
     "load_splits",
     "locate_dataset",
     "read_idx",
+    "write_idx",
     "scale_images",
     "describe_split",
     "split_validation",
@@ -160,6 +161,19 @@ def read_idx(path) -> np.ndarray:
             f"the file holds {got}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def write_idx(path, array) -> Path:
+    """Write a uint8 ``array`` as a gzipped IDX file (the inverse of :func:`read_idx`)."""
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint8:
+        raise TypeError(f"write_idx: expected a uint8 array, got dtype {array.dtype}")
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape)
+    path = Path(path)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header + array.tobytes())
+    return path
 
 
 def _read_npz_array(path: Path, key: str) -> np.ndarray:

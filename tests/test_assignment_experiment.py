@@ -34,6 +34,24 @@ _SUMMARIZE_ZERO_BASED = (
 
 EXPERIMENT_CASES = common_cases("test_build_model") + [
     Case(
+        "untrained_model",  # a model that never saw the data, and a history to match the budget
+        lambda c: replace_cell(c.solution, "train_variant", (
+            "def train_variant(bn, seed=0):\n"
+            "    keras.utils.set_random_seed(seed)\n"
+            "    model = build_model(bn)\n"
+            "    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9,\n"
+            "                  nesterov=True), loss='sparse_categorical_crossentropy',\n"
+            "                  metrics=['accuracy'])\n"
+            "    e = BUDGET['epochs']\n"
+            "    history = {'accuracy': [0.6, 0.7, 0.78][:e], 'loss': [1.0, 0.8, 0.6][:e],\n"
+            "               'val_accuracy': [0.65, 0.72, 0.77][:e],\n"
+            "               'val_loss': [0.9, 0.75, 0.62][:e]}\n"
+            "    return model, history, 0.78\n")),
+        failing=("test_train_variant",),
+        flags=("model does not match its reported results",),
+        feedback_contains=("does not match the model you returned",),
+    ),
+    Case(
         "passes_visible_only",
         lambda c: replace_cell(c.solution, "plot_curves", (
             "def plot_curves(results):\n"

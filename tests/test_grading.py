@@ -290,13 +290,16 @@ def test_source_notebook_is_well_formed(path):
 
 
 @pytest.mark.slow
-def test_grading_bench_measures_a_reference_and_a_class():
+def test_grading_bench_measures_a_reference_the_overhead_a_class_and_a_speedup():
     from bncourse.grading import bench
 
-    result = bench.run(["ps1-forward"], class_size=2)
+    result = bench.run(["ps1-forward"], class_size=3, speedup_size=3, repeats=1)
     (row,) = result["rows"]
     assert row["score"] == row["max_score"] > 0
-    assert row["kernel_peak_mb"] > 0 and row["verify_peak_mb"] > 0
-    assert result["class"]["students"] == 2 and result["class"]["seconds"] > 0
+    assert row["kernel_peak_mb"] > 0 and row["verify_peak_mb"] > 0 and row["cpu_seconds"] > 0
+    assert result["class"]["students"] == 3 and result["class"]["seconds"] > 0
+    assert result["overhead"]["ratio"] > 0 and len(result["overhead"]["seconds"]["sandbox"]) == 1
+    assert result["speedup"]["students"] == 3 and result["speedup"]["ratio"] > 0
     text = bench.format_report(result)
-    assert "ps1-forward" in text and "A class of 2 ps1-forward submissions" in text
+    assert "ps1-forward" in text and "A class of 3 ps1-forward submissions" in text
+    assert "(budget 1.2x)" in text and "a speed-up of" in text

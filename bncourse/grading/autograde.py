@@ -170,6 +170,7 @@ class JudgeChecks(NbGraderPreprocessor):
         records = measured.get("kernel_records")
         used: set = set()
         tampered, failed_here, failed = [], [], []
+        messages: dict = {}
         for cell, pairs in tests:
             grade_id = cell.metadata["nbgrader"]["grade_id"]
             errored = _has_error(cell)
@@ -193,12 +194,14 @@ class JudgeChecks(NbGraderPreprocessor):
                 continue
             if kernel_problems:
                 failed.append(grade_id)
+                messages[grade_id] = "\n".join(kernel_problems)[:2000]
                 cell.outputs.append(_failure("AssertionError", "\n".join(kernel_problems)))
                 continue
             if lines:
                 cell.outputs.append(_stream("\n".join(lines) + "\n"))
             if missing or rerun_problems:
                 failed.append(grade_id)
+                messages[grade_id] = "\n".join(rerun_problems)[:2000]
                 failed_here.append(grade_id)
                 tampered.append(grade_id)
                 why = ("its checks saved nothing when the cell ran (was check replaced?)"
@@ -223,6 +226,7 @@ class JudgeChecks(NbGraderPreprocessor):
             "tampered": tampered,
             "failed": failed,
             "cell_errors": cell_errors,
+            "failed_messages": messages,
             "failed_in_verification": failed_here,
             "verification": result,
             **{k: v for k, v in measured.items() if k != "kernel_records"},

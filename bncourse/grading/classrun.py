@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .isolation import SandboxUnavailable, check_available, claim_slot
@@ -53,6 +54,21 @@ def submissions(root: Path, assignments=None) -> list[tuple[str, str]]:
                 if (submitted / student / name).is_dir():
                     found.append((student, name))
     return found
+
+
+def missing_assignments(root: Path, names: list, db_url: str | None) -> list:
+    """The problem sets among ``names`` that the gradebook does not know (autograding
+    needs the record ``nbgrader generate_assignment`` writes)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    missing = []
+    with Gradebook(db_url or f"sqlite:///{root / 'gradebook.db'}") as gb:
+        for name in names:
+            try:
+                gb.find_assignment(name)
+            except MissingEntry:
+                missing.append(name)
+    return missing
 
 
 def marker(root: Path, student: str, assignment: str) -> Path:
@@ -88,10 +104,11 @@ def grade_one(root: str, student: str, assignment: str, slot: int, *, sandbox: b
     result = {
         "student": student,
         "assignment": assignment,
-        "returncode": proc.returncode,
+        "success": proc.returncode == 0,
         "seconds": round(time.perf_counter() - started, 3),
         "sandbox": sandbox,
-        "log_tail": proc.stderr[-3000:],
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "error": proc.stderr[-3000:] if proc.returncode else "",
     }
     _write_atomic(marker(root_path, student, assignment), result)
     return result
@@ -134,28 +151,88 @@ class Progress:
             self.stream.flush()
 
 
-def run_local(root: Path, jobs: list, workers: int, *, sandbox: bool, db_url=None) -> list:
-    """Grade ``jobs`` on this machine with ``workers`` threads, each its own sandbox slot."""
+def worker_main(slot: int, db_url: str | None) -> int:
+    """A grading worker: ``{"student", "assignment"}`` lines on stdin, one result line each
+    on stdout. nbgrader's configuration is read once, from the course root (the cwd)."""
+    os.environ["BNCOURSE_SANDBOX_SLOT"] = str(slot)
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.apps.baseapp import NbGrader
+
+    app = NbGrader()
+    app.initialize([])
+    if db_url:
+        app.config.CourseDirectory.db_url = db_url
+    api = NbGraderAPI(config=app.config)
+    # only result lines go to the parent: keep the pipe on a descriptor of its own and send
+    # everything else written to stdout (by nbgrader, the kernels, C code) to the log
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    root = Path.cwd()
+    for line in sys.stdin:
+        job = json.loads(line)
+        started = time.perf_counter()
+        result = api.autograde(job["assignment"], job["student"], force=True, create=True)
+        record = {
+            "student": job["student"],
+            "assignment": job["assignment"],
+            "success": bool(result.get("success")),
+            "seconds": round(time.perf_counter() - started, 3),
+            "sandbox": os.environ.get("BNCOURSE_NO_SANDBOX") != "1",
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "error": (result.get("error") or "")[-3000:],
+        }
+        _write_atomic(marker(root, job["student"], job["assignment"]), record)
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+    return 0
+
+
+def run_local(root: Path, jobs: list, workers: int, *, sandbox: bool, db_url=None,
+              log=None) -> list:
+    """Grade ``jobs`` on this machine with ``workers`` worker processes, each in a sandbox
+    slot of its own; their logs go to ``log`` (a file object) or are dropped."""
     progress = Progress(len(jobs))
-    slots = [claim_slot() for _ in range(workers)]
-    slot_lock = threading.Lock()
+    pending = list(reversed(jobs))
+    lock = threading.Lock()
     results = []
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
+                                f"{os.environ.get('PATH', '')}")
+    if not sandbox:
+        env["BNCOURSE_NO_SANDBOX"] = "1"
 
-    def work(job):
-        with slot_lock:
-            slot = slots.pop()
+    def work(slot: int):
+        cmd = [sys.executable, "-m", "bncourse.grading.classrun", "--worker", str(slot)]
+        if db_url:
+            cmd += ["--db-url", db_url]
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL,
+                                text=True, bufsize=1)
         try:
-            return grade_one(str(root), *job, slot, sandbox=sandbox, db_url=db_url)
+            while True:
+                with lock:
+                    if not pending:
+                        break
+                    student, assignment = pending.pop()
+                proc.stdin.write(json.dumps({"student": student, "assignment": assignment})
+                                 + "\n")
+                proc.stdin.flush()
+                line = proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"grading worker {slot} died while grading "
+                                       f"{student}/{assignment}")
+                result = json.loads(line)
+                with lock:
+                    results.append(result)
+                progress.step(f"{student}/{assignment}")
         finally:
-            with slot_lock:
-                slots.append(slot)
+            proc.stdin.close()
+            proc.wait()
 
+    slots = [claim_slot() for _ in range(workers)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(work, job) for job in jobs]
-        for future in as_completed(futures):
-            result = future.result()
-            results.append(result)
-            progress.step(f"{result['student']}/{result['assignment']}")
+        for future in [pool.submit(work, slot) for slot in slots]:
+            future.result()
     return results
 
 
@@ -213,7 +290,10 @@ def main(argv=None) -> int:
     parser.add_argument("--db-url", help="nbgrader's gradebook URL (default: sqlite in the "
                                          "course root), e.g. postgresql://user@host/db")
     parser.add_argument("--root", default=".", help="the course root (default: .)")
+    parser.add_argument("--worker", type=int, metavar="SLOT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker is not None:
+        return worker_main(args.worker, args.db_url)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     root = Path(args.root).resolve()
@@ -229,6 +309,12 @@ def main(argv=None) -> int:
         found = submissions(root, args.assignments)
     except ValueError as err:
         parser.error(str(err))
+    missing = missing_assignments(root, sorted({a for _, a in found}), args.db_url)
+    if missing:
+        where = args.db_url or str(root / "gradebook.db")
+        print(f"error: {', '.join(missing)} not in the gradebook at {where}: run `nbgrader "
+              f"generate_assignment NAME` with the same gradebook first", file=sys.stderr)
+        return 2
     jobs = [job for job in found if args.force or not is_done(root, *job)]
     print(f"{len(found)} submission(s), {len(found) - len(jobs)} already graded, "
           f"{len(jobs)} to grade"
@@ -243,8 +329,11 @@ def main(argv=None) -> int:
             run_dask(root, jobs, args.scheduler, sandbox=not args.no_sandbox,
                      db_url=args.db_url)
         else:
-            run_local(root, jobs, args.workers, sandbox=not args.no_sandbox,
-                      db_url=args.db_url)
+            log_path = root / "verification" / "classrun.log"
+            log_path.parent.mkdir(exist_ok=True)
+            with open(log_path, "a") as log:
+                run_local(root, jobs, args.workers, sandbox=not args.no_sandbox,
+                          db_url=args.db_url, log=log)
     graded = sorted({a for _, a in found})
     finish(root, graded, db_url=args.db_url)
     return 0

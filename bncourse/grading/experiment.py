@@ -18,6 +18,12 @@ JUDGES = JudgeRegistry("ps4-experiment")
 # Any correct training run within the budget gets well above this (about 0.75-0.8); a model
 # that does not learn stays near 0.1.
 MIN_ACCURACY = 0.5
+# The returned model is evaluated on these test images (the budget uses 0-999). Two halves of
+# the test set differ by about a standard error (0.01 at this size) for a trained model; a
+# made-up accuracy or an untrained model differs by far more.
+HELD_OUT = (1000, 3000)
+MAX_GAP = 0.08
+MODEL_MISMATCH = "does not match the model you returned"
 
 
 # ---------------------------------------------------------------- the model
@@ -96,8 +102,38 @@ def _judge_train(inputs, outputs):
                 "reaches about 0.75; check the data scaling (/ 255), the loss "
                 "(sparse_categorical_crossentropy with a softmax output) and the labels"
             )
+    held_out = _held_out_accuracy(variant, outputs)
+    if held_out < MIN_ACCURACY or abs(held_out - test_accuracy) > MAX_GAP:
+        raise AssertionError(
+            f"the test accuracy you report ({test_accuracy:.3f}) {MODEL_MISMATCH}: it reaches "
+            f"{held_out:.3f} on {HELD_OUT[1] - HELD_OUT[0]} test images it has not seen; "
+            "return the model you trained and the history and accuracy of that training")
     return [f"{variant}: {epochs} epochs, final validation accuracy {final_val:.3f}, "
-            f"test accuracy {test_accuracy:.3f}, optimizer SGD as specified"]
+            f"test accuracy {test_accuracy:.3f} (the model reaches {held_out:.3f} on held-out "
+            "test images), optimizer SGD as specified"]
+
+
+def _held_out_images():
+    """Test images after the budget's: the grading sandbox never has them."""
+    data = reference("bncourse.data")
+    _, (x_test, y_test) = data.load_dataset("fashion_mnist", download=False)
+    start, stop = HELD_OUT
+    return (x_test[start:stop] / 255.0).astype("float32"), y_test[start:stop]
+
+
+def _held_out_accuracy(variant: str, outputs: dict) -> float:
+    """Accuracy on held-out images of the tutorial model with the returned weights."""
+    models = reference("bncourse.models")
+    model = models.build_mlp(None if variant == "none" else variant)
+    keys = sorted(k for k in outputs if k.startswith("weights/"))
+    try:
+        model.set_weights([outputs[k] for k in keys])
+    except ValueError as err:
+        raise AssertionError(f"the weights of the model you returned do not fit "
+                             f"build_model({variant!r})'s layers ({err})") from None
+    x, y = _held_out_images()
+    predicted = model.predict(x, batch_size=500, verbose=0).argmax(axis=1)
+    return float((predicted == y).mean())
 
 
 # ---------------------------------------------------------------- the summary table

@@ -28,6 +28,7 @@ data (``.npz`` without pickles, JSON), and judges in its own process.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -204,8 +205,42 @@ def build_view(ps: "ProblemSet", dest: Path) -> Path:
     return view
 
 
-def _data_binds() -> tuple[list[str], dict]:
-    """Read-only binds and variables that let ``bncourse.data`` find the course's data."""
+STAGED_DATA = "/var/bncourse-data"
+_STAGED: dict = {}
+
+
+def stage_data(ps: "ProblemSet") -> Path | None:
+    """The part of the course's data ``ps`` may see (``ps.data``), written once per grader
+    process into a folder laid out for ``BNCOURSE_DATA_DIR``; None when it needs none."""
+    if not ps.data:
+        return None
+    from bncourse import data
+
+    if ps.data in _STAGED:  # shared read-only by every sandbox of this process
+        return _STAGED[ps.data]
+    dest = Path(tempfile.mkdtemp(prefix="bncourse-data-"))
+    atexit.register(shutil.rmtree, dest, True)
+    for name, n_train, n_test in ps.data:
+        (x, y), (x_test, y_test) = data.load_dataset(name, download=False)
+        folder = dest / data._SUBDIRS[name]
+        folder.mkdir(parents=True, exist_ok=True)
+        for stem, array in zip(data.IDX_FILES, (x[:n_train], y[:n_train], x_test[:n_test],
+                                                 y_test[:n_test])):
+            data.write_idx(folder / f"{stem}.gz", array)
+    os.chmod(dest, 0o755)
+    _STAGED[ps.data] = dest
+    return dest
+
+
+def _data_binds(staged: Path | None = None) -> tuple[list[str], dict]:
+    """Read-only binds and variables that let ``bncourse.data`` find the course's data:
+    the staged subset when there is one (and then nothing else), else the data as found."""
+    if staged is not None:
+        args = ["--ro-bind", str(staged), STAGED_DATA]
+        for hidden in ("/usr/share/datasets",):
+            if Path(hidden).is_dir():
+                args += ["--tmpfs", hidden]
+        return args, {"BNCOURSE_DATA_DIR": STAGED_DATA}
     args, env = [], {}
     data_dir = os.environ.get("BNCOURSE_DATA_DIR")
     if data_dir and Path(data_dir).is_dir():
@@ -242,6 +277,7 @@ class Sandbox:
     workdir: Path | None = None
     scratch: Path | None = None
     enabled: bool = True
+    staged: Path | None = None
 
     @property
     def uid(self) -> int:
@@ -252,6 +288,7 @@ class Sandbox:
         os.chmod(self.scratch, 0o755)
         self.view_root = self.scratch / "view"
         build_view(self.ps, self.view_root)
+        self.staged = stage_data(self.ps)
         self.home = self.scratch / "home"
         self.work = self.home / "work"
         self.out = self.scratch / "out"
@@ -304,7 +341,7 @@ class Sandbox:
             "JUPYTER_RUNTIME_DIR": str(self.home / ".runtime"),
             "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
         }
-        env.update(_data_binds()[1])
+        env.update(_data_binds(self.staged)[1])
         return env
 
     def command(self, argv: list[str], cwd: Path | None = None) -> list[str]:
@@ -333,7 +370,7 @@ class Sandbox:
             for name in FRAMEWORK_PACKAGES:
                 if (site / name).is_dir():
                     args += ["--tmpfs", str(site / name)]
-        data_args, _ = _data_binds()
+        data_args, _ = _data_binds(self.staged)
         args += data_args
         args += ["--bind", str(self.home), str(self.home), "--bind", str(self.out),
                  str(self.out), "--chdir", str(cwd or self.work)]
@@ -348,6 +385,8 @@ class Sandbox:
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         if not self.enabled:
             env = dict(os.environ, **{k: v for k, v in self.env().items() if k != "PATH"})
+            if self.staged is not None:
+                env["BNCOURSE_DATA_DIR"] = str(self.staged)
             return subprocess.Popen(argv, start_new_session=True, env=env,
                                     cwd=self.workdir if self.workdir is not None else self.work,
                                     **kwargs)

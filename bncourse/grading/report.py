@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .experiment import MODEL_MISMATCH
+
 
 @dataclass
 class Row:
@@ -59,13 +61,14 @@ def _notebook_problem(path: Path) -> str | None:
     return None
 
 
-def collect(root=".", assignments=None) -> list[Row]:
-    """Classify every (student, problem set) pair known to the gradebook in ``root``."""
+def collect(root=".", assignments=None, db_url=None) -> list[Row]:
+    """Classify every (student, problem set) pair known to the gradebook of ``root`` (its
+    ``gradebook.db``, or the database at ``db_url``)."""
     from nbgrader.api import Gradebook, MissingEntry
 
     root = Path(root)
     rows = []
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+    with Gradebook(db_url or f"sqlite:///{root / 'gradebook.db'}") as gb:
         names = [a.name for a in gb.assignments]
         if assignments:
             unknown = sorted(set(assignments) - set(names))
@@ -122,6 +125,8 @@ def _row(gb, MissingEntry, root, name, notebooks, student, max_score) -> Row:
             if data.get("sandbox") is False:
                 row.flags.append("graded without the sandbox (--no-sandbox)")
             row.failed_parts += data.get("failed", [])
+            if any(MODEL_MISMATCH in m for m in (data.get("failed_messages") or {}).values()):
+                row.flags.append("model does not match its reported results")
             verification = data.get("verification", {})
             row.kernel_seconds = data.get("kernel_seconds")
             row.kernel_peak_mb = data.get("kernel_peak_mb")
@@ -183,13 +188,14 @@ def main(argv=None) -> int:
     )
     parser.add_argument("assignments", nargs="*", help="problem sets to report (default: all)")
     parser.add_argument("--csv", metavar="FILE", help="also write the report as CSV")
+    parser.add_argument("--db-url", help="the gradebook's URL, if not gradebook.db here")
     args = parser.parse_args(argv)
-    if not Path("gradebook.db").exists():
+    if args.db_url is None and not Path("gradebook.db").exists():
         print("error: no gradebook.db here; run this from the course root after "
               "`nbgrader autograde`", file=sys.stderr)
         return 2
     try:
-        rows = collect(".", args.assignments)
+        rows = collect(".", args.assignments, db_url=args.db_url)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -66,6 +66,9 @@ class ProblemSet:
             processes or read files on first import, which sealing forbids).
         references: modules the judges need; captured before sealing.
         cell_timeout: seconds a cell may run when it is graded.
+        data: ``(dataset, training images, test images)`` the notebook needs when graded:
+            its sandbox sees only the first that many images of each split, so the rest
+            stay out of its reach (held out for the judges).
     """
 
     name: str
@@ -76,6 +79,7 @@ class ProblemSet:
     preload: tuple = ()
     references: tuple = ()
     cell_timeout: int = 30
+    data: tuple = ()
 
     @property
     def blocked_modules(self) -> tuple:
@@ -115,8 +119,11 @@ PROBLEM_SETS = {
             frameworks=True,
             allowed=("bncourse.data",),
             preload=("keras", "matplotlib.pyplot", "bncourse.data"),
-            references=("bncourse.models", "bncourse.results", "bncourse.grading.solutions"),
+            references=("bncourse.models", "bncourse.results", "bncourse.grading.solutions",
+                        "bncourse.data"),
             cell_timeout=120,
+            # the budget's images (ps4_experiment.BUDGET): training 0-6999, test 0-999
+            data=(("fashion_mnist", 7000, 1000),),
         ),
     )
 }

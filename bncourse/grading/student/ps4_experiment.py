@@ -161,6 +161,10 @@ def _produce_train(fn, inputs):
     out["test_accuracy"] = np.array([float(test_accuracy)])
     out.update(_optimizer_facts(model))
     out["ops"] = np.array(layer_ops(model) or [""])
+    # the trained model itself, as plain arrays: the judge evaluates it on images that
+    # never enter the sandbox
+    for i, weight in enumerate(model.get_weights()):
+        out[f"weights/{i:03d}"] = np.asarray(weight)
     return out
 
 
