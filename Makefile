@@ -37,19 +37,32 @@ data: $(STAMP)
 mathjax: $(STAMP)
 	@$(PY) -m bncourse.mathjax ensure
 
-# Headless Chromium and its WebDriver for the book's browser test (tests/test_book.py),
-# from Debian's packages when running as root with apt-get.
-browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+# $(call apt_ensure,TEST,PACKAGES,WHAT FAILS WITHOUT THEM): when TEST fails, install Debian's
+# PACKAGES (as root, with apt-get), or say what will fail until someone does.
+define apt_ensure
+	@if { $(1); } >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian's chromium and chromium-driver"; \
-	  apt-get install -y -q chromium chromium-driver >/dev/null || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
-	else echo "note: chromium and chromedriver are missing and cannot be installed here" \
-	  "(not root, or no apt-get); the browser test will fail until they are installed"; fi
+	  echo "installing Debian's $(2)"; \
+	  apt-get install -y -q $(2) >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q $(2) >/dev/null; }; \
+	else echo "note: $(2) missing and cannot be installed here (not root, or no apt-get);" \
+	  "$(3)"; fi
+endef
 
-# Executed pages are cached in _build/.jupyter_cache; bncourse.sphinx_ext empties that
-# cache when bncourse/, results/ or the assignments' sources change.
+# Headless Chromium and its WebDriver for the book's browser test (tests/test_book.py).
+browser:
+	$(call apt_ensure,command -v chromium && command -v chromedriver,chromium chromium-driver,the browser test will fail until they are installed)
+
+# The grading sandbox (bncourse.grading.isolation): Debian's bubblewrap runs every piece of
+# student code; prlimit and setpriv (util-linux) cap and de-privilege it.
+sandbox:
+	$(call apt_ensure,command -v bwrap,bubblewrap,grading refuses to start until it is installed)
+
+# PostgreSQL, for the test that grades a class into a PostgreSQL gradebook on a dask
+# cluster (tests/test_cluster.py starts its own server in a temporary directory).
+postgres:
+	$(call apt_ensure,ls /usr/lib/postgresql/*/bin/initdb,postgresql,tests/test_cluster.py will fail until it is installed)
+
 book: setup
 	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
 
@@ -66,28 +79,6 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bncourse.bench
-
-# The grading sandbox (bncourse.grading.isolation): Debian's bubblewrap runs every piece of
-# student code; prlimit and setpriv (util-linux) cap and de-privilege it.
-sandbox:
-	@if command -v bwrap >/dev/null; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian's bubblewrap (the grading sandbox)"; \
-	  apt-get install -y -q bubblewrap >/dev/null || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
-	else echo "note: bubblewrap is missing and cannot be installed here (not root, or no" \
-	  "apt-get); grading refuses to start until it is installed"; fi
-
-# PostgreSQL, for the test that grades a class into a PostgreSQL gradebook on a dask
-# cluster (tests/test_cluster.py starts its own server in a temporary directory).
-postgres:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian's postgresql"; \
-	  apt-get install -y -q postgresql >/dev/null || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }; \
-	else echo "note: PostgreSQL is missing and cannot be installed here (not root, or no" \
-	  "apt-get); tests/test_cluster.py will fail until it is installed"; fi
 
 # The course's full experiments into results/, resumable: finished runs are skipped. Hours on
 # 2 CPU cores; stop it at any time and run it again to go on.

@@ -184,7 +184,8 @@ def grade_class(tmp_path_factory, assignment: str, cases, cell_timeout: float,
     )
     assert proc.returncode == 0, proc.stderr
     with open(course.path / "report.csv") as f:
-        report = {row["student"]: row for row in csv.DictReader(f)}
+        report = {row["student"]: row for row in csv.DictReader(f)
+                  if row["assignment"] == assignment}
     return Graded(course, course.scores(assignment), course.max_points(assignment), report,
                   validation, seconds)
 

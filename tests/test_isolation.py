@@ -160,3 +160,25 @@ def test_slots_are_never_shared():
                             "from bncourse.grading.isolation import claim_slot; "
                             "print(claim_slot())"], capture_output=True, text=True)
     assert int(other.stdout) not in (a, b)
+
+
+def test_a_link_in_the_submission_does_not_bring_a_file_of_the_machine_in(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the grader's secret")
+    work = tmp_path / "submission"
+    work.mkdir()
+    (work / "notes.txt").symlink_to(secret)
+    code = ("import os\ntry:\n    print(open('notes.txt').read())\n"
+            "except OSError as err:\n    print('refused', type(err).__name__)")
+    _, output = _inside(PS1, code, tmp_path, workdir=work)
+    assert "secret" not in output and "refused" in output, output
+
+
+def test_ps4_sees_only_the_images_its_budget_uses(tmp_path):
+    code = ("from bncourse.data import load_dataset\n"
+            "(x, y), (x_test, y_test) = load_dataset('fashion_mnist', download=False)\n"
+            "print(x.shape[0], x_test.shape[0])")
+    figures, output = _inside(PS4, code, tmp_path)
+    assert figures["returncode"] == 0, output
+    ((_, n_train, n_test),) = PS4.data
+    assert output.split()[-2:] == [str(n_train), str(n_test)], output

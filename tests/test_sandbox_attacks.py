@@ -139,6 +139,12 @@ def _with_huge_output(c):
     return nb
 
 
+def _without_kernel_spec(c):
+    nb = insert_after(c.solution, "batch_mean_var", "pass")
+    nb.metadata.pop("kernelspec", None)
+    return nb
+
+
 CASES = [
     Case("reference", lambda c: c.solution),
     *[_attack(name, flags=("errors",)) for name in (
@@ -153,6 +159,7 @@ CASES = [
     Case("binary_file", lambda c: bytes(range(256)) * 64, failing="all", status="crashed",
          flags=("not valid JSON",)),
     Case("huge_outputs", _with_huge_output),
+    Case("no_kernel_spec", _without_kernel_spec),
     Case("wrong_file_name", lambda c: c.solution, failing="all", status="crashed",
          flags=("ps1-forward.ipynb not submitted",)),
     Case("zz_graded_last", lambda c: c.solution),  # after every attack: unaffected
@@ -198,9 +205,13 @@ def attacked(tmp_path_factory):
         mp.setenv("BNCOURSE_SANDBOX_MEMORY_MB", "2048")
 
         def submit_hook(course):
-            # a submission saved under the wrong name, as students do
+            # a submission saved under the wrong name, and one in the wrong folder, as
+            # students do
             folder = course.path / "submitted" / "wrong_file_name" / "ps1-forward"
             (folder / "ps1-forward.ipynb").rename(folder / "ps1_forward (1).ipynb")
+            wrong = course.path / "submitted" / "zz_graded_last" / "ps1-forwrad"
+            wrong.mkdir()
+            (wrong / "ps1-forward.ipynb").write_text("{}")
 
         graded = grade_class(tmp_path_factory, "ps1-forward", CASES, cell_timeout=10,
                              after_submit=submit_hook)
@@ -218,6 +229,17 @@ def attacked(tmp_path_factory):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_attack_is_contained(attacked, case):
     check_case(attacked["graded"], "ps1-forward", case)
+
+
+def test_misplaced_files_are_reported(attacked):
+    report = attacked["graded"].report
+    assert "found instead: ps1_forward (1).ipynb" in report["wrong_file_name"]["flags"]
+    path = attacked["graded"].course.path
+    proc = subprocess.run([sys.executable, "-m", "bncourse.grading.report"], cwd=path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if "ps1-forwrad" in x)
+    assert "misplaced" in line and "is not a problem set's folder" in line
 
 
 def test_the_machine_and_the_gradebook_are_as_they_were(attacked):

@@ -24,7 +24,7 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Unicode
 
-from .isolation import Sandbox, UsageMeter, claim_slot
+from .isolation import Sandbox, UsageMeter, check_available, claim_slot
 from .kernel import SandboxedKernelManager
 from .records import next_record, read_records
 from .registry import PROBLEM_SETS, cell_timeout, checks_of
@@ -81,6 +81,9 @@ class MeasuredExecute(Execute):
                 return super().preprocess(nb, resources, km=km)
             finally:
                 info["kernel_seconds"] = round(time.perf_counter() - started, 3)
+        if "checked" not in _SLOT:  # once per grader process: refuse, saying how to fix it
+            check_available()
+            _SLOT["checked"] = True
         n_code = sum(1 for c in nb.cells if c.cell_type == "code")
         wall = (n_code + 2) * (self.timeout or 60) + 60
         workdir = resources.get("metadata", {}).get("path") or "."

@@ -206,6 +206,7 @@ def build_view(ps: "ProblemSet", dest: Path) -> Path:
 
 
 STAGED_DATA = "/var/bncourse-data"
+KERAS_DATASETS = "/var/keras/datasets"
 _STAGED: dict = {}
 
 
@@ -250,8 +251,8 @@ def _data_binds(staged: Path | None = None) -> tuple[list[str], dict]:
     keras_home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
     if (keras_home / "datasets").is_dir():
         real = str((keras_home / "datasets").resolve())
-        args += ["--ro-bind", real, "/var/keras/datasets"]
-        env["KERAS_HOME"] = "/var/keras"
+        args += ["--ro-bind", real, KERAS_DATASETS]
+        env["KERAS_HOME"] = str(Path(KERAS_DATASETS).parent)
     return args, env
 
 
@@ -295,7 +296,10 @@ class Sandbox:
         # where the student-side code saves what it produced (student/record.py)
         self.results = self.home / ".bncourse" / "results"
         if self.workdir is not None:
-            shutil.copytree(self.workdir, self.work, ignore=shutil.ignore_patterns(".*"))
+            # links stay links: followed here, as root, they would copy any file of the
+            # machine into the sandbox
+            shutil.copytree(self.workdir, self.work, symlinks=True,
+                            ignore=shutil.ignore_patterns(".*"))
         self.work.mkdir(parents=True, exist_ok=True)
         self.results.mkdir(parents=True)
         self.out.mkdir()
@@ -361,7 +365,8 @@ class Sandbox:
             binds.append(venv)
         # bubblewrap makes missing parents of a mount point readable by root only; the
         # sandbox's user must be able to walk down to each mount
-        args += _parents([*binds, PACKAGE, self.home, self.out])
+        args += _parents([*binds, PACKAGE, self.home, self.out, Path(STAGED_DATA),
+                          Path(KERAS_DATASETS)])
         for path in binds:
             args += ["--ro-bind", str(path), str(path)]
         args += ["--ro-bind", str(self.view_root / "bncourse"), str(PACKAGE)]

@@ -4,6 +4,8 @@ nbgrader's export shows 0.0 for an honest zero, a crashed notebook, an unreadabl
 missing submission alike. This report tells them apart:
 
 - ``missing``: no submission for this problem set;
+- ``misplaced``: a file or folder under ``submitted/<student>/`` that is no problem set's
+  folder (never graded);
 - ``crashed``: submitted, but no autograded notebook came out (invalid JSON, a kernel that
   died, ...), with the reason when it can be found;
 - ``timed out``: graded, but at least one cell ran past the time limit;
@@ -83,6 +85,24 @@ def collect(root=".", assignments=None, db_url=None) -> list[Row]:
             for student in students:
                 rows.append(_row(gb, MissingEntry, root, name, notebooks, student,
                                  assignment.max_score))
+    return rows + misplaced(root, names)
+
+
+def misplaced(root: Path, names: list) -> list[Row]:
+    """A row for everything under ``submitted/<student>/`` that is not a problem set's
+    folder: such files are never graded, and nobody should find that out from a zero."""
+    rows = []
+    submitted = Path(root) / "submitted"
+    if not submitted.is_dir():
+        return rows
+    for student in sorted(p for p in submitted.iterdir() if p.is_dir()):
+        for entry in sorted(student.iterdir()):
+            if entry.is_dir() and entry.name in names:
+                continue
+            rows.append(Row(student.name, entry.name, None, 0.0, "misplaced", [
+                f"submitted/{student.name}/{entry.name} is not a problem set's folder "
+                f"(expected submitted/{student.name}/<problem set>/<problem set>.ipynb, "
+                f"with a problem set among {', '.join(names)})"]))
     return rows
 
 
@@ -102,7 +122,9 @@ def _row(gb, MissingEntry, root, name, notebooks, student, max_score) -> Row:
         autograded = root / "autograded" / student / name / f"{nb}.ipynb"
         sub_nb = submitted / f"{nb}.ipynb"
         if not sub_nb.exists():
-            problems.append(f"{nb}.ipynb not submitted")
+            others = sorted(p.name for p in submitted.iterdir() if p.suffix == ".ipynb")
+            problems.append(f"{nb}.ipynb not submitted" + (
+                f" (found instead: {', '.join(others)}; rename it {nb}.ipynb)" if others else ""))
             continue
         if not autograded.exists():
             problems.append(_notebook_problem(sub_nb) or
