@@ -258,6 +258,9 @@ def test_committed_grading_benchmark_is_complete():
 
     measured = grading_bench.load(ROOT / "results" / "benchmarks" / "grading.json")
     assert {r["problem_set"] for r in measured["rows"]} == set(PROBLEM_SETS)
+    # what the instructors' chapter reads: the sandbox's overhead, a class, the speed-up
+    assert measured["overhead"]["ratio"] > 0 and measured["speedup"]["ratio"] > 0
+    assert measured["class"]["students"] >= 300 and measured["class"]["workers"] >= 1
     assert all(r["score"] == r["max_score"] for r in measured["rows"])
     assert measured["class"]["students"] == 40
 

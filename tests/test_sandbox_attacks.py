@@ -240,6 +240,11 @@ def test_misplaced_files_are_reported(attacked):
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "ps1-forwrad" in x)
     assert "misplaced" in line and "is not a problem set's folder" in line
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("network "))
+    assert "failed: test_batchnorm_inference, test_BatchNorm1d" in line
+    assert "errors: batchnorm_inference (ConnectionRefusedError)" in line
+    seconds, peak = line.split()[4:6]  # time and peak memory, measured
+    assert float(seconds) > 0 and float(peak) > 0
 
 
 def test_the_machine_and_the_gradebook_are_as_they_were(attacked):

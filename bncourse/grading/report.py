@@ -171,17 +171,37 @@ def _row(gb, MissingEntry, root, name, notebooks, student, max_score) -> Row:
 
 
 def format_report(rows: list[Row]) -> str:
-    """A plain-text table, one line per student and problem set, then the counts."""
-    lines = [f"{'student':<16} {'problem set':<18} {'score':>11}  {'status':<10} details"]
+    """A plain-text table, one line per student and problem set, then the counts.
+
+    Each line gives the score, the status, the time and peak memory of grading (the
+    notebook's kernel and the verification re-run together), and the failed parts and flags.
+    A problem set that nobody submitted is summarised in one line instead of one per student.
+    """
+    submitted = {r.assignment for r in rows if r.status != "missing"}
+    unsubmitted = sorted({r.assignment for r in rows} - submitted)
+    lines = [f"{'student':<16} {'problem set':<18} {'score':>11}  {'status':<10} "
+             f"{'time s':>7} {'peak MB':>8}  details"]
     for r in rows:
+        if r.assignment in unsubmitted:
+            continue
         score = "-" if r.score is None else f"{r.score:g}/{r.max_score:g}"
-        details = "; ".join(r.flags)
+        details = []
+        if r.failed_parts:
+            details.append("failed: " + ", ".join(r.failed_parts))
+        details += r.flags
         if r.needs_manual_grade:
-            details = "; ".join(filter(None, [details, "needs manual grading"]))
-        lines.append(f"{r.student:<16} {r.assignment:<18} {score:>11}  {r.status:<10} {details}")
+            details.append("needs manual grading")
+        seconds = (r.kernel_seconds or 0) + (r.verify_seconds or 0)
+        peak = max(r.kernel_peak_mb or 0, r.verify_peak_mb or 0)
+        timing = f"{seconds:>7.1f} {peak:>8.0f}" if seconds else f"{'-':>7} {'-':>8}"
+        lines.append(f"{r.student:<16} {r.assignment:<18} {score:>11}  {r.status:<10} "
+                     f"{timing}  {'; '.join(details)}")
+    if unsubmitted:
+        lines.append(f"no submissions yet: {', '.join(unsubmitted)}")
     counts = {}
     for r in rows:
-        counts[r.status] = counts.get(r.status, 0) + 1
+        if r.assignment not in unsubmitted:
+            counts[r.status] = counts.get(r.status, 0) + 1
     lines.append("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return "\n".join(lines)
 
