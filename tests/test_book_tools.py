@@ -262,7 +262,6 @@ def test_committed_grading_benchmark_is_complete():
     assert measured["overhead"]["ratio"] > 0 and measured["speedup"]["ratio"] > 0
     assert measured["class"]["students"] >= 300 and measured["class"]["workers"] >= 1
     assert all(r["score"] == r["max_score"] for r in measured["rows"])
-    assert measured["class"]["students"] == 40
 
 
 def test_bench_save_needs_an_existing_folder(tmp_path, capsys):

@@ -85,7 +85,7 @@ ATTACKS = {
         "_p = _ctx.Process(target=exec, args=('q.put(open(path).read())', "
         "{'q': _q, 'path': _path}))\n"
         "_p.start()\n"
-        "exec(_solution(_q.get(timeout=5)))\n"),
+        "exec(_solution(_q.get(timeout=2)))\n"),
     "ctypes_system": steal(
         "import ctypes, os\n"
         "ctypes.CDLL(None).system(b'cp ../../../source/ps1-forward/ps1-forward.ipynb "
@@ -213,7 +213,7 @@ def attacked(tmp_path_factory):
             wrong.mkdir()
             (wrong / "ps1-forward.ipynb").write_text("{}")
 
-        graded = grade_class(tmp_path_factory, "ps1-forward", CASES, cell_timeout=10,
+        graded = grade_class(tmp_path_factory, "ps1-forward", CASES, cell_timeout=5,
                              after_submit=submit_hook)
     server.close()
     with sqlite3.connect(graded.course.path / "gradebook.db") as db:
