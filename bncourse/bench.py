@@ -11,8 +11,9 @@ architecture without BN, for the MLP and the CNN with BN before and after the ac
 each as a ratio to the model without BN.
 
 ``grading``: the autograding budgets (:mod:`bncourse.grading.bench`): each problem set's
-reference solution autograded alone, with the grading kernel's time and peak memory, and a
-class of 40 ps1-forward submissions.
+reference solution autograded alone, with the time and peak memory of its kernel and its
+verification re-run; the sandbox's overhead; a class of 300 ps1-forward submissions graded by
+the default workers; the speed-up of two workers over one.
 
 ``book``: the book's build as ``make book`` runs it (``-W --keep-going``), into a temporary
 folder: a cold build (every page executed) and a rebuild with nothing changed, each as a
