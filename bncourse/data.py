@@ -263,6 +263,19 @@ def _local_loader(name: str, base: Path):
     return None
 
 
+def _empty_data_dir(value: str, base: Path) -> str:
+    """Why a ``BNCOURSE_DATA_DIR`` that holds none of the datasets is refused, and the fix."""
+    message = (
+        f"{DATA_DIR_ENV}={value!r} holds none of the course's datasets; it should hold "
+        f"{base / 'fashion-mnist'}/{IDX_FILES[0]}.gz (and the other three IDX files), "
+        f"{base / 'mnist.npz'}, or {base / 'kmnist'}/{KMNIST_NPZ_FILES[0]} (and the other "
+        "three)"
+    )
+    if (base / "datasets").is_dir():
+        message += f"; it has a datasets/ folder: set {DATA_DIR_ENV}={base / 'datasets'}"
+    return message + f", or unset {DATA_DIR_ENV}"
+
+
 def _candidates(name: str):
     """Every local place for ``name``, in priority order, as (kind, directory, found)."""
     places = []
@@ -274,6 +287,8 @@ def _candidates(name: str):
                 f"{DATA_DIR_ENV}={data_dir!r} is not a directory; point it at a directory "
                 "laid out like the Keras cache (see the README) or unset it"
             )
+        if not any(_local_loader(other, base) for other in DATASETS):
+            raise DatasetNotFoundError(_empty_data_dir(data_dir, base))
         places.append(("data_dir", base / _SUBDIRS[name], _local_loader(name, base)))
     debian = DEBIAN_DIRS.get(name)
     if debian is not None:

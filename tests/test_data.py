@@ -135,11 +135,26 @@ def test_data_dir_comes_first(places, monkeypatch):
 def test_debian_package_comes_second(places, monkeypatch):
     debian = fake_dataset(2)
     write_idx_set(places["debian"], debian)
-    (places["root"] / "staged").mkdir()  # a data dir without Fashion-MNIST is passed over
+    # a data dir without Fashion-MNIST (but with another dataset) is passed over
+    (places["root"] / "staged").mkdir()
+    np.savez(places["root"] / "staged" / "mnist.npz", x_train=np.zeros((2, 28, 28), np.uint8))
     monkeypatch.setenv(data.DATA_DIR_ENV, str(places["root"] / "staged"))
     source = data.locate_dataset("fashion_mnist")
     assert source.kind == "debian" and source.path == places["debian"]
     assert_same(data.load_dataset("fashion_mnist", download=False), debian)
+
+
+def test_a_data_dir_with_no_dataset_is_an_error_naming_the_files(places, monkeypatch):
+    write_idx_set(places["debian"], fake_dataset(2))  # would be used if the error were silent
+    wrong = places["root"] / "staged" / "datasets" / "fashion-mnist"
+    write_idx_set(wrong, fake_dataset(1))  # the Keras cache's layout, one level too deep
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(places["root"] / "staged"))
+    with pytest.raises(data.DatasetNotFoundError) as err:
+        data.load_dataset("fashion_mnist", download=False)
+    message = str(err.value)
+    assert "holds none of the course's datasets" in message
+    assert "fashion-mnist/train-images-idx3-ubyte.gz" in message
+    assert f"set {data.DATA_DIR_ENV}={places['root'] / 'staged' / 'datasets'}" in message
 
 
 def test_data_dir_layout_for_mnist_and_kmnist(places, monkeypatch):
