@@ -33,19 +33,19 @@ from .verify import checks_in_cell, is_demo_cell, is_test_cell, judge, verify
 TIMEOUT_ENAMES = frozenset({"CellTimeoutError", "TimeoutError"})
 
 
-_SLOT: dict = {}
+_PROCESS: dict = {}
 
 
 def sandbox_slot() -> int:
-    """This grader process's sandbox slot: ``$BNCOURSE_SANDBOX_SLOT`` when the class runner
+    """This grader process's sandbox slot: ``$BNCOURSE_SANDBOX_PROCESS`` when the class runner
     handed one out, else one claimed for this process (:func:`~.isolation.claim_slot`)."""
-    value = os.environ.get("BNCOURSE_SANDBOX_SLOT")
+    value = os.environ.get("BNCOURSE_SANDBOX_PROCESS")
     if value is None:
-        if "slot" not in _SLOT:
-            _SLOT["slot"] = claim_slot()
-        return _SLOT["slot"]
+        if "slot" not in _PROCESS:
+            _PROCESS["slot"] = claim_slot()
+        return _PROCESS["slot"]
     if not value.isdigit() or int(value) > 999:
-        raise ValueError(f"BNCOURSE_SANDBOX_SLOT must be a whole number 0-999, got {value!r}")
+        raise ValueError(f"BNCOURSE_SANDBOX_PROCESS must be a whole number 0-999, got {value!r}")
     return int(value)
 
 
@@ -81,9 +81,9 @@ class MeasuredExecute(Execute):
                 return super().preprocess(nb, resources, km=km)
             finally:
                 info["kernel_seconds"] = round(time.perf_counter() - started, 3)
-        if "checked" not in _SLOT:  # once per grader process: refuse, saying how to fix it
+        if "checked" not in _PROCESS:  # once per grader process: refuse, saying how to fix it
             check_available()
-            _SLOT["checked"] = True
+            _PROCESS["checked"] = True
         n_code = sum(1 for c in nb.cells if c.cell_type == "code")
         wall = (n_code + 2) * (self.timeout or 60) + 60
         workdir = resources.get("metadata", {}).get("path") or "."

@@ -86,6 +86,22 @@ def _write_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def finished(root: Path, student: str, assignment: str, *, success: bool, started: float,
+             sandbox: bool, error: str) -> dict:
+    """Write a graded submission's marker (what :func:`is_done` looks for) and return it."""
+    record = {
+        "student": student,
+        "assignment": assignment,
+        "success": success,
+        "seconds": round(time.perf_counter() - started, 3),
+        "sandbox": sandbox,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "error": error[-3000:],
+    }
+    _write_atomic(marker(root, student, assignment), record)
+    return record
+
+
 def grade_one(root: str, student: str, assignment: str, slot: int, *, sandbox: bool = True,
               db_url: str | None = None, bin_dir: str | None = None) -> dict:
     """Autograde one submission with nbgrader in sandbox slot ``slot``; write its marker."""
@@ -101,17 +117,9 @@ def grade_one(root: str, student: str, assignment: str, slot: int, *, sandbox: b
         cmd.append(f"--CourseDirectory.db_url={db_url}")
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root_path, env=env, capture_output=True, text=True)
-    result = {
-        "student": student,
-        "assignment": assignment,
-        "success": proc.returncode == 0,
-        "seconds": round(time.perf_counter() - started, 3),
-        "sandbox": sandbox,
-        "worker": f"{socket.gethostname()}:{os.getpid()}",
-        "error": proc.stderr[-3000:] if proc.returncode else "",
-    }
-    _write_atomic(marker(root_path, student, assignment), result)
-    return result
+    return finished(root_path, student, assignment, success=proc.returncode == 0,
+                    started=started, sandbox=sandbox,
+                    error=proc.stderr if proc.returncode else "")
 
 
 class Progress:
@@ -173,16 +181,10 @@ def worker_main(slot: int, db_url: str | None) -> int:
         job = json.loads(line)
         started = time.perf_counter()
         result = api.autograde(job["assignment"], job["student"], force=True, create=True)
-        record = {
-            "student": job["student"],
-            "assignment": job["assignment"],
-            "success": bool(result.get("success")),
-            "seconds": round(time.perf_counter() - started, 3),
-            "sandbox": os.environ.get("BNCOURSE_NO_SANDBOX") != "1",
-            "worker": f"{socket.gethostname()}:{os.getpid()}",
-            "error": (result.get("error") or "")[-3000:],
-        }
-        _write_atomic(marker(root, job["student"], job["assignment"]), record)
+        record = finished(root, job["student"], job["assignment"],
+                          success=bool(result.get("success")), started=started,
+                          sandbox=os.environ.get("BNCOURSE_NO_SANDBOX") != "1",
+                          error=result.get("error") or "")
         out.write(json.dumps(record) + "\n")
         out.flush()
     return 0

@@ -208,8 +208,7 @@ def verify(
                         if groups[i] == group:
                             skip.add(n_cells + i)
                             skipped_after_timeout.add(n_cells + i)
-            elif _running_step(lines) is not None:
-                died = _running_step(lines)
+            elif (died := _running_step(lines)) is not None:
                 crashed.append(died)
                 skip.add(died)
             else:
