@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +18,13 @@ import pytest
 from bncourse.grading import registry, verify
 from bncourse.grading.compare import assert_close, assert_equal
 from bncourse.grading.student.calls import call
+from bncourse.grading.student.messages import (
+    WIDTH,
+    CheckFailed,
+    as_failure,
+    fit,
+    student_traceback,
+)
 from bncourse.grading.student.values import require_array
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,20 +48,19 @@ def test_assert_close_names_the_largest_difference_and_where():
     y[2, 1] = 0.5
     with pytest.raises(AssertionError) as err:
         assert_close("dx", y, x)
-    text = str(err.value)
-    assert text.startswith("dx: values differ")
-    assert "largest absolute difference 0.5 at index (2, 1)" in text
+    assert str(err.value) == "dx: wrong values, off by 0.5 at index (2, 1) (got 0.5, expected 0)"
+    assert err.value.lines(hidden=True) == ["dx: wrong values (in a hidden check)"]
 
 
 def test_assert_close_refuses_wrong_types_shapes_and_dtypes():
     x = np.ones((2, 2))
     with pytest.raises(AssertionError, match="expected a NumPy array.*got list"):
         assert_close("out", [[1.0, 1.0], [1.0, 1.0]], x)
-    with pytest.raises(AssertionError, match=r"expected shape \(2, 2\), got shape \(4,\)"):
+    with pytest.raises(AssertionError, match=r"wrong shape \(4,\), expected \(2, 2\)"):
         assert_close("out", np.ones(4), x)
-    with pytest.raises(AssertionError, match="expected dtype float64, got dtype float32"):
+    with pytest.raises(AssertionError, match="wrong dtype float32, expected float64"):
         assert_close("out", np.ones((2, 2), np.float32), x)
-    with pytest.raises(AssertionError, match="non-finite"):
+    with pytest.raises(AssertionError, match="inf or NaN"):
         assert_close("out", np.array([[1.0, np.nan], [1.0, 1.0]]), x)
 
 
@@ -61,8 +68,44 @@ def test_assert_close_recognises_a_named_mistake():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10, 3))
     biased, unbiased = x.var(axis=0), x.var(axis=0, ddof=1)
-    with pytest.raises(AssertionError, match="hint: your var matches .* N - 1"):
+    with pytest.raises(AssertionError) as err:
         assert_close("var", unbiased, biased, hints=[("you divide by N - 1", unbiased)])
+    assert str(err.value).splitlines()[1] == "hint: you divide by N - 1"
+
+
+def test_a_wrong_shape_gets_the_hint_of_the_mistake_it_comes_from():
+    x = np.arange(6.0).reshape(3, 2)
+    with pytest.raises(AssertionError) as err:
+        assert_close("var", x.var(axis=1), x.var(axis=0),
+                     hints=[("per sample, not per feature", x.var(axis=1))])
+    assert err.value.lines() == ["var: wrong shape (3,), expected (2,)",
+                                 "hint: per sample, not per feature"]
+
+
+def test_messages_are_two_short_lines_whatever_they_say():
+    long = "a" * 50 + "; " + "b" * 50 + " (" + "c" * 30 + ")"
+    failure = CheckFailed(long, " detail " * 20, hint="h" * 200)
+    assert len(failure.lines()) == 2
+    assert all(len(line) <= WIDTH for line in failure.lines())
+    assert failure.lines()[0] == "a" * 50
+    converted = as_failure(AssertionError("what\nmore\nhint: the hint\nhint: another"))
+    assert converted.lines() == ["what", "hint: the hint"]
+    assert fit("x" * 100).endswith("…") and len(fit("x" * 100)) == WIDTH
+
+
+def test_a_student_traceback_keeps_only_the_students_frames():
+    from bncourse.grading.student.calls import call as grader_frame
+
+    namespace: dict = {}
+    exec(compile("def f(x):\n    raise NotImplementedError()\n", "<cell 3>", "exec"),
+         namespace)
+    try:
+        grader_frame("f", namespace["f"], np.ones(2))
+    except NotImplementedError as err:
+        lines = student_traceback(err)
+    assert any("<cell 3>" in line for line in lines)
+    assert lines[-1] == "NotImplementedError"
+    assert not any("bncourse" in line for line in lines), lines
 
 
 class _AlwaysEqual:
@@ -84,7 +127,7 @@ def test_patching_numpy_does_not_change_the_comparison(monkeypatch):
     monkeypatch.setattr(np, "allclose", lambda *a, **k: True)
     monkeypatch.setattr(np, "array_equal", lambda *a, **k: True)
     monkeypatch.setattr(np, "abs", lambda a: a * 0)
-    with pytest.raises(AssertionError, match="values differ"):
+    with pytest.raises(AssertionError, match="wrong values"):
         assert_close("out", np.ones(3), np.zeros(3))
 
 
@@ -99,10 +142,11 @@ def test_call_detects_a_function_that_changes_its_input():
 
 # --------------------------------------------------------------------------- sealing
 
-def _run_sealed(problem_set: str, code: str) -> subprocess.CompletedProcess:
+def _run_sealed(problem_set: str, code: str, **env) -> subprocess.CompletedProcess:
     program = "from bncourse import grading\ncheck = grading.seal(%r)\n" % problem_set
     return subprocess.run([sys.executable, "-c", program + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, **env})
 
 
 def test_sealed_notebook_blocks_references_frameworks_files_and_processes():
@@ -126,13 +170,62 @@ def test_sealed_notebook_blocks_references_frameworks_files_and_processes():
         import numpy as np
         def batch_mean_var(x):
             return x.mean(axis=0), x.var(axis=0)
-        check("ps1-forward.mean_var", batch_mean_var)
+        check("ps1-forward.mean_var_visible", batch_mean_var)
     """)
     assert proc.returncode == 0, proc.stderr
     assert "ALLOWED" not in proc.stdout, proc.stdout
     assert proc.stdout.count("blocked:") == 6
     assert "disabled, so that it is your own work that is tested" in proc.stdout
-    assert "ok: batch_mean_var on off-centre" in proc.stdout
+    assert "ok: batch_mean_var on a 3 x 2 example" in proc.stdout
+
+
+def test_hidden_checks_run_only_where_the_course_is():
+    code = """
+        def batch_mean_var(x):
+            return x.mean(axis=0), x.var(axis=0)
+        check("ps1-forward.mean_var", batch_mean_var)
+    """
+    at_home = _run_sealed("ps1-forward", code, BNCOURSE_HIDDEN_CHECKS="")
+    assert at_home.returncode == 1
+    assert "ps1-forward.mean_var is a hidden check: it runs when you are graded" in \
+        at_home.stderr
+    assert "ok:" not in at_home.stdout
+    in_course = _run_sealed("ps1-forward", code, BNCOURSE_HIDDEN_CHECKS="1")
+    assert in_course.returncode == 0, in_course.stderr
+    assert "ok: batch_mean_var on off-centre" in in_course.stdout
+
+
+def test_a_failed_check_shows_two_lines_and_no_grader_frame_in_ipython():
+    """IPython asks an exception for ``_render_traceback_``: the check's failure gives its
+    two lines, an error in the student's code its own frames only."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        from IPython.core.interactiveshell import InteractiveShell
+        shell = InteractiveShell.instance(colors="nocolor")
+        shell.run_cell("from bncourse import grading\\ncheck = grading.seal('ps1-forward')")
+        shell.run_cell("def batch_mean_var(x):\\n    return x.mean(axis=0), x.var(axis=0, ddof=1)")
+        shell.run_cell("check('ps1-forward.mean_var_visible', batch_mean_var)")
+        shell.run_cell("def batch_mean_var(x):\\n    raise NotImplementedError()")
+        shell.run_cell("check('ps1-forward.mean_var_visible', batch_mean_var)")
+    """)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = proc.stdout
+    assert "var: wrong values, off by 4.33 at index 1 (got 13, expected 8.667)\n" in out
+    assert "hint: you divide by N - 1 (the unbiased variance); BN divides by N" in out
+    assert "bncourse" not in out and "Traceback" not in out.split("NotImplementedError")[0]
+    assert "NotImplementedError" in out
+
+
+def test_check_moves_native_stderr_to_stdout_without_the_runtime_logs():
+    proc = _run_sealed("ps1-forward", """
+        import os
+        def batch_mean_var(x):
+            os.write(2, b"E0000 00:00:1.5    4898 cuda_platform.cc:52] failed call to cuInit\\n")
+            os.write(2, b"my own message\\n")
+            return x.mean(axis=0), x.var(axis=0)
+        check("ps1-forward.mean_var_visible", batch_mean_var)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "my own message" in proc.stdout and "cuInit" not in proc.stdout
 
 
 def test_check_keeps_warnings_off_stderr():

@@ -9,7 +9,8 @@ and each test cell calls ``check("ps1-forward.<name>", student_object)``.
 
 - **At home**, with the whole package installed, ``check`` runs the check's ``produce`` on the
   student's object and judges the result at once: it prints ``ok: ...`` or raises an
-  ``AssertionError`` that says what is wrong (see :mod:`bncourse.grading.compare`).
+  ``AssertionError`` that says in two lines what is wrong, without the grader's frames
+  (:mod:`bncourse.grading.student.messages`). Hidden checks do not run there.
 - **When graded**, the notebook runs in an operating-system sandbox
   (:mod:`bncourse.grading.isolation`) in which the judges and the reference
   implementations do not exist. There ``check`` only runs ``produce`` and saves what it
@@ -24,10 +25,12 @@ the judging side is looked up at run time, and only where it is installed.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 
-from .student import record
+from .student import quiet, record
+from .student.messages import CheckFailed, as_failure, hide_grader_frames
 from .student.problem_sets import PROBLEM_SETS, problem_set, producers_of
 from .student.seal import is_rerun
 from .student.seal import seal as _seal_process
@@ -47,6 +50,14 @@ def _judging_side():
         return importlib.import_module("bncourse.grading.registry")
     except ImportError:
         return None
+
+
+def hidden_checks_allowed() -> bool:
+    """True where hidden checks may be judged in the notebook's own kernel: where nbgrader
+    runs from the course folder (its ``nbgrader_config.py`` sets
+    ``BNCOURSE_HIDDEN_CHECKS=1``), not in a student's copy. Only a courtesy: the course's
+    code is public; what decides a grade runs where no student code runs."""
+    return os.environ.get("BNCOURSE_HIDDEN_CHECKS") == "1"
 
 
 def seal(name: str):
@@ -71,31 +82,45 @@ def seal(name: str):
         checks, judge = producers, False
         save = record.saver(record.results_dir())
         counter = [0]
+    if ps.frameworks:
+        with quiet.native_stderr() as noise:
+            quiet.start_framework()
+        quiet.report(noise)
     _seal_process(ps)
     print_ = print
     stdout = sys.stdout
+    hidden_ok = hidden_checks_allowed()
 
     def check(check_id, obj):
-        """Run check ``check_id`` on ``obj``: print ``ok: ...`` or raise AssertionError."""
+        """Run check ``check_id`` on ``obj``: print ``ok: ...`` or raise what is wrong."""
         if check_id not in producers:
             raise ValueError(f"unknown check {check_id!r}; {ps.name} has: "
-                             f"{', '.join(producers)}")
+                             f"{', '.join(i for i in producers if not producers[i].hidden)}")
         c = checks[check_id]
+        if judge and producers[check_id].hidden and not hidden_ok:
+            raise CheckFailed(f"{check_id} is a hidden check: it runs when you are graded")
+        namespace = sys._getframe(1).f_globals
         inputs = c.make_inputs()
         saved_stderr = sys.stderr
         sys.stderr = sys.stdout  # anything on stderr scores 0 in nbgrader: keep it on stdout
         try:
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings(record=True) as caught, \
+                    quiet.native_stderr() as noise:
                 warnings.simplefilter("always")
-                outputs = c.produce(obj, inputs)
+                outputs = c.run(obj, inputs, namespace)
                 if judge:
                     lines = c.judge(inputs, outputs)
                 else:
                     counter[0] += 1
                     save(counter[0], check_id, outputs)
                     lines = None
+        except AssertionError as err:
+            raise as_failure(err) from None
+        except Exception as err:
+            raise hide_grader_frames(err)
         finally:
             sys.stderr = saved_stderr
+        quiet.report(noise, print_, stdout)
         for w in caught:
             print_(f"note: a warning was raised: {w.category.__name__}: {w.message}",
                    file=stdout)

@@ -9,7 +9,10 @@
   (:func:`bncourse.grading.verify.verify`) in the grader's process, writes the verdicts
   into the test cells, and writes what it found to
   ``verification/<student>/<assignment>/<notebook>.json`` for the class report
-  (:mod:`bncourse.grading.report`).
+  (:mod:`bncourse.grading.report`);
+- :class:`RestoreTestCells` restores the hidden tests of the submitted test cells without
+  nbgrader's warning for every one of them;
+- :class:`HideHiddenTests` takes the hidden tests' code out of the feedback again.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import time
 from pathlib import Path
 
 from nbformat.notebooknode import NotebookNode
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from nbgrader.api import MissingEntry
+from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor, OverwriteCells
 from traitlets import Bool, Unicode
 
 from .isolation import Sandbox, UsageMeter, check_available, claim_slot
@@ -134,7 +138,8 @@ def _stream(text: str) -> NotebookNode:
 
 
 def _failure(ename: str, message: str) -> NotebookNode:
-    lines = message.splitlines() or [message]
+    """An error output that shows ``message`` (at most two short lines) as its traceback."""
+    lines = message.splitlines()[:2] or [message]
     return NotebookNode(output_type="error", ename=ename, evalue=lines[0], traceback=lines)
 
 
@@ -177,7 +182,8 @@ class JudgeChecks(NbGraderPreprocessor):
         for cell, pairs in tests:
             grade_id = cell.metadata["nbgrader"]["grade_id"]
             errored = _has_error(cell)
-            lines, kernel_problems, missing = [], [], False
+            lines, kernel_problems, kernel_full, missing = [], [], [], False
+            hidden_passed = 0
             for cid, _ in pairs:
                 if records is None:  # --no-sandbox: the kernel judged the checks itself
                     continue
@@ -185,35 +191,41 @@ class JudgeChecks(NbGraderPreprocessor):
                 if record is None:
                     missing = True
                     continue
-                ok, message = judge(all_checks[cid], record["outputs"])
-                if ok:
+                ok, message, public = judge(all_checks[cid], record["outputs"])
+                if ok and all_checks[cid].hidden:
+                    hidden_passed += 1
+                elif ok:
                     lines.append(f"ok: {all_checks[cid].description}")
                 else:
-                    kernel_problems.append(message)
-            rerun_problems = [result["checks"][cid]["message"]
-                              for cid, _ in pairs if not result["checks"][cid]["passed"]]
+                    kernel_problems.append(public)
+                    kernel_full.append(message)
+            if hidden_passed:
+                lines.append(f"ok: {hidden_passed} hidden check{'s' * (hidden_passed > 1)} "
+                             "passed")
+            rerun = [result["checks"][cid] for cid, _ in pairs
+                     if not result["checks"][cid]["passed"]]
             if errored:
                 failed.append(grade_id)
                 continue
             if kernel_problems:
                 failed.append(grade_id)
-                messages[grade_id] = "\n".join(kernel_problems)[:2000]
-                cell.outputs.append(_failure("AssertionError", "\n".join(kernel_problems)))
+                messages[grade_id] = "\n".join(kernel_full)[:2000]
+                cell.outputs.append(_failure("AssertionError", kernel_problems[0]))
                 continue
             if lines:
                 cell.outputs.append(_stream("\n".join(lines) + "\n"))
-            if missing or rerun_problems:
+            if missing or rerun:
                 failed.append(grade_id)
-                messages[grade_id] = "\n".join(rerun_problems)[:2000]
+                messages[grade_id] = "\n".join(r["message"] for r in rerun)[:2000]
                 failed_here.append(grade_id)
                 tampered.append(grade_id)
-                why = ("its checks saved nothing when the cell ran (was check replaced?)"
-                       if missing else "the same checks failed when your code was run "
-                       "again on its own")
+                why = ("its checks saved nothing (check replaced?)" if missing
+                       else "fails when your code runs again alone")
+                first = rerun[0]["public"].splitlines()[0] if rerun else None
                 cell.outputs.append(_failure(
                     "VerificationError",
-                    f"VerificationError: this cell raised no error in your notebook, but {why}."
-                    + "".join(f"\n{p}" for p in rerun_problems)))
+                    f"VerificationError: passed here, but {why}"
+                    + (f"\n{first}" if first else "")))
         cell_errors = [
             {"cell": c.metadata.get("nbgrader", {}).get("grade_id", f"cell {i + 1}"),
              "ename": str(o.get("ename", ""))[:100], "evalue": str(o.get("evalue", ""))[:300]}
@@ -241,3 +253,63 @@ class JudgeChecks(NbGraderPreprocessor):
         return nb, resources
 
 
+
+
+def released_source(source: str) -> str:
+    """A test cell's source as students receive it: the hidden tests taken out, as
+    ``nbgrader generate_assignment`` does."""
+    cell = NotebookNode(cell_type="code", source=source, metadata={})
+    ClearHiddenTests()._remove_hidden_test_region(cell)
+    return cell.source
+
+
+class RestoreTestCells(OverwriteCells):
+    """nbgrader's OverwriteCells, quiet where nothing is wrong.
+
+    Every test cell with hidden tests reaches the grader without them, so its checksum
+    never matches the instructor's and nbgrader logs "Attribute 'checksum' for cell ... has
+    changed!" for each (nbgrader issue 1961), which reads like tampering. This version
+    restores such cells as before but logs that only for a cell the student really edited:
+    one whose source is neither the instructor's nor the released one.
+    """
+
+    def report_change(self, name, attr, old, new):
+        if attr == "checksum" and self._untouched:
+            self.log.debug("restored the hidden tests of cell %s", name)
+            return
+        if attr == "checksum":
+            self.log.warning("test cell %s was edited in the submission; it is graded as "
+                             "released, with the original source", name)
+            return
+        super().report_change(name, attr, old, new)
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        self._untouched = False
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id is not None and cell.metadata.get("nbgrader", {}).get("locked"):
+            try:
+                source = self.gradebook.find_source_cell(
+                    grade_id, self.notebook_id, self.assignment_id).source
+            except MissingEntry:
+                source = None
+            self._untouched = source is not None and cell.source in (
+                source, released_source(source))
+        return super().preprocess_cell(cell, resources, cell_index)
+
+
+_HIDDEN_NOTE = "# hidden checks ran here when your notebook was graded; results below"
+
+
+class HideHiddenTests(NbGraderPreprocessor):
+    """For the feedback: the hidden tests' code taken out of every test cell again.
+
+    The autograded notebook holds the instructor's test cells, hidden tests included;
+    feedback is made from it. Here their code becomes one comment line, so that a student's
+    feedback shows what each hidden check found (its outputs) but not what it ran.
+    """
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and "BEGIN HIDDEN TESTS" in cell.source:
+            released = released_source(cell.source)
+            cell.source = released.rstrip("\n") + "\n" + _HIDDEN_NOTE
+        return cell, resources

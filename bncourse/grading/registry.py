@@ -23,6 +23,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .student.producers import Producer
+
 # The problem sets are defined on the student's side (its sandbox needs them too) and
 # re-exported here, where the grader has always imported them from.
 from .student.problem_sets import (
@@ -49,8 +51,18 @@ class Check:
     id: str
     description: str
     make_inputs: Callable[[], dict]
-    produce: Callable[[object, dict], dict]
+    produce: Callable
     judge: Callable[[dict, dict], list]
+    producer: Producer
+
+    @property
+    def hidden(self) -> bool:
+        """True for a hidden check: see :attr:`Producer.hidden`."""
+        return self.producer.hidden
+
+    def run(self, obj, inputs: dict, namespace: dict) -> dict:
+        """The producer's :meth:`~Producer.run`."""
+        return self.producer.run(obj, inputs, namespace)
 
 
 class JudgeRegistry(dict):
@@ -98,7 +110,7 @@ def checks_of(ps: ProblemSet) -> dict:
         if unproduced:
             problems.append(f"no producer in {ps.producers_module} for {', '.join(unproduced)}")
         raise ValueError(f"the checks of {ps.name} do not pair up: {'; '.join(problems)}")
-    return {i: Check(i, p.description, p.make_inputs, p.produce, judges[i])
+    return {i: Check(i, p.description, p.make_inputs, p.produce, judges[i], p)
             for i, p in producers.items()}
 
 

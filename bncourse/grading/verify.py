@@ -25,6 +25,7 @@ from pathlib import Path
 from .isolation import Sandbox, UsageMeter, kill_tree
 from .records import read_records
 from .registry import ProblemSet, cell_timeout, checks_of
+from .student.messages import CheckFailed, as_failure, fit
 
 MAX_RESTARTS = 8
 
@@ -84,15 +85,24 @@ def _running_step(lines: list[str]) -> int | None:
     return open_steps[-1] if open_steps else None
 
 
-def judge(check, outputs: dict) -> tuple[bool, str]:
-    """Judge one check's outputs here, outside the sandbox: ``(passed, message)``."""
+def judge(check, outputs: dict) -> tuple[bool, str, str]:
+    """Judge one check's outputs here, outside the sandbox: ``(passed, message, public)``.
+
+    ``message`` is what the student reads for a visible check (two short lines, see
+    :mod:`~bncourse.grading.student.messages`); ``public`` is what may be shown for a hidden
+    one: the same without the details that describe its inputs.
+    """
     try:
         check.judge(check.make_inputs(), outputs)
     except AssertionError as err:
-        return False, str(err)
+        failure = as_failure(err)
     except Exception as err:  # values a judge did not foresee: a failed check, not a crash
-        return False, f"the grader could not judge the values your code produced ({err!r})"
-    return True, "ok"
+        failure = CheckFailed("the grader could not judge the values your code produced",
+                              f" ({type(err).__name__})")
+    else:
+        return True, "ok", "ok"
+    public = failure.lines(hidden=True) if check.hidden else failure.lines()
+    return False, "\n".join(failure.lines()), "\n".join(public)
 
 
 def _run_once(box: Sandbox, job: dict, timeout: float, total_steps: int) -> tuple:
@@ -220,22 +230,25 @@ def verify(
     for i, (check_id, _) in enumerate(checks):
         step = n_cells + i
         if step in timed_out:
-            verdict = (False, f"timed out after {timeout:g} s")
+            message = f"timed out after {timeout:g} s"
         elif step in skipped_after_timeout:
-            verdict = (False, "not run: an earlier check of this test cell timed out")
+            message = "not run: an earlier check of this test cell timed out"
         elif step in crashed:
-            verdict = (False, "the process died while this check ran your code")
+            message = "the process died while this check ran your code"
         elif step in errors:
-            verdict = (False, errors[step])
+            message = fit(errors[step])
         elif step not in outputs:
-            verdict = (False, "not run: the submission's code stopped the grader early")
+            message = "not run: the submission's code stopped the grader early"
         else:
-            verdict = judge(all_checks[check_id], outputs[step])
+            message = None
+        verdict = (judge(all_checks[check_id], outputs[step]) if message is None
+                   else (False, message, message))
         verdicts.setdefault(check_id, []).append(verdict)
     return {
         "checks": {
-            cid: {"passed": all(ok for ok, _ in v),
-                  "message": "; ".join(m for ok, m in v if not ok)}
+            cid: {"passed": all(ok for ok, _, _ in v),
+                  "message": "; ".join(m for ok, m, _ in v if not ok),
+                  "public": "; ".join(p for ok, _, p in v if not ok)}
             for cid, v in verdicts.items()
         },
         "timed_out": timed_out,

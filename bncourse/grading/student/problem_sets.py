@@ -41,6 +41,7 @@ BNCOURSE_MODULES = (
     "bncourse.grading.isolation",
     "bncourse.grading.keras_layer",
     "bncourse.grading.kernel",
+    "bncourse.grading.mistakes",
     "bncourse.grading.records",
     "bncourse.grading.registry",
     "bncourse.grading.report",

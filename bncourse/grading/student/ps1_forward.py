@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 import numpy as np
 
 from .calls import arrays, call, cases_of, off_centre
 from .producers import ProducerRegistry
 
 PRODUCERS = ProducerRegistry("ps1-forward")
+_PACKAGE = str(Path(__file__).resolve().parents[2]) + "/"
 
 
 def _params(seed: int, d: int, dtype=np.float64):
@@ -64,19 +68,48 @@ def _forward_cases():
     }
 
 
-def _produce_forward(fn, inputs):
+def own_results(fn, labels: tuple, *args, **kwargs) -> dict | None:
+    """What the student's earlier function ``fn`` returns for ``args`` (``{label: array}``),
+    or None when it is missing, raises or returns something else than arrays: the judge
+    then grades the later part against the reference alone."""
+    if fn is None or not callable(fn):
+        return None
+    try:
+        return arrays("", call("", fn, *args, **kwargs), labels)
+    except Exception:  # any failure of an earlier part is that part's own to report
+        return None
+
+
+def raised(err: Exception) -> np.ndarray:
+    """A student's error as a string array for the judge: its type, message and line."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if not f.filename.startswith(_PACKAGE)]
+    where = f" (line {frames[-1].lineno} of {frames[-1].name})" if frames else ""
+    return np.array(f"{type(err).__name__}: {err}"[:200] + where)
+
+
+def _produce_forward(fn, inputs, uses):
     out = {}
     for group, a in cases_of(inputs).items():
-        result = call("batchnorm_forward", fn, a["x"], a["gamma"], a["beta"],
-                      epsilon=a["epsilon"])
+        stats = own_results(uses["batch_mean_var"], ("mean", "var"), a["x"])
+        for k, v in (stats or {}).items():
+            out[f"{group}/own_{k}"] = v
+        try:
+            result = call("batchnorm_forward", fn, a["x"], a["gamma"], a["beta"],
+                          epsilon=a["epsilon"])
+        except AssertionError:
+            raise
+        except Exception as err:  # judged with what the student's batch_mean_var returns
+            out[f"{group}/raised"] = raised(err)
+            continue
         out[f"{group}/out"] = arrays("batchnorm_forward", result, ("out",))["out"]
     return out
 
 
 PRODUCERS.add("forward_visible", "batchnorm_forward with gamma = 1 and beta = 0",
-              _forward_visible, _produce_forward)
+              _forward_visible, _produce_forward, depends=("batch_mean_var",))
 PRODUCERS.add("forward", "batchnorm_forward with learned gamma and beta, float32, epsilon",
-              _forward_cases, _produce_forward)
+              _forward_cases, _produce_forward, depends=("batch_mean_var",))
 
 
 # ---------------------------------------------------------------- moving statistics
@@ -165,7 +198,41 @@ def _layer_cases():
     return {"x": off_centre(16, (10, 4)), "momentum": 0.8, "steps": 3}
 
 
-def _produce_layer(cls, inputs):
+LAYER_USES = ("batch_mean_var", "update_moving_stats", "batchnorm_forward",
+              "batchnorm_inference")
+
+
+def _own_layer(uses, x, momentum, steps) -> dict:
+    """The layer's calls composed from the student's own functions, as part 5 asks: what a
+    BatchNorm1d built on them returns, as far as they run."""
+    d = x.shape[1]
+    gamma, beta = np.ones(d), np.zeros(d)
+    moving_mean, moving_var = np.zeros(d), np.ones(d)
+    out = {}
+    for step in range(steps):
+        batch = x[step::steps] if steps > 1 else x
+        p = f"own/train{step}/"
+        stats = own_results(uses["batch_mean_var"], ("mean", "var"), batch)
+        if stats is None:
+            return out
+        out.update({p + "mean": stats["mean"], p + "var": stats["var"]})
+        y = own_results(uses["batchnorm_forward"], ("out",), batch, gamma, beta)
+        new = own_results(uses["update_moving_stats"], ("moving_mean", "moving_var"),
+                          moving_mean, moving_var, stats["mean"], stats["var"],
+                          momentum=momentum)
+        if y is None or new is None:
+            return out
+        out.update({p + "out": y["out"], p + "old_mean": moving_mean, p + "old_var": moving_var,
+                    p + "moving_mean": new["moving_mean"], p + "moving_var": new["moving_var"]})
+        moving_mean, moving_var = new["moving_mean"], new["moving_var"]
+    y = own_results(uses["batchnorm_inference"], ("out",), x, gamma, beta, moving_mean,
+                    moving_var)
+    if y is not None:
+        out["own/infer/out"] = y["out"]
+    return out
+
+
+def _produce_layer(cls, inputs, uses):
     if not isinstance(cls, type):
         raise AssertionError(f"BatchNorm1d: expected a class, got {type(cls).__name__}")
     x, momentum, steps = inputs["x"], inputs["momentum"], int(inputs["steps"])
@@ -187,7 +254,20 @@ def _produce_layer(cls, inputs):
     out["infer/out"] = arrays("BatchNorm1d(x)", y, ("out",))["out"]
     for attr in ("moving_mean", "moving_var"):
         out[f"infer/{attr}"] = np.copy(require_attr(layer, attr))
+    out.update(_own_layer(uses, x, momentum, steps))
     return out
+
+
+def _produce_layer_or_error(cls, inputs, uses):
+    """:func:`_produce_layer`, with an error of the student's layer handed to the judge,
+    which blames it on the student's wrong earlier functions when there are any."""
+    try:
+        return _produce_layer(cls, inputs, uses)
+    except AssertionError:
+        raise
+    except Exception as err:
+        x, steps = inputs["x"], int(inputs["steps"])
+        return {"raised": raised(err), **_own_layer(uses, x, inputs["momentum"], steps)}
 
 
 def require_attr(layer, attr):
@@ -196,6 +276,6 @@ def require_attr(layer, attr):
 
 
 PRODUCERS.add("layer_visible", "BatchNorm1d: initial values and one training call",
-              _layer_visible, _produce_layer)
+              _layer_visible, _produce_layer_or_error, depends=LAYER_USES)
 PRODUCERS.add("layer", "BatchNorm1d: momentum, three training calls, then inference",
-              _layer_cases, _produce_layer)
+              _layer_cases, _produce_layer_or_error, depends=LAYER_USES)

@@ -47,7 +47,7 @@ def main(job_path: str) -> int:
             producer = producers[check_id]
             try:
                 obj = eval(expr, shell.user_ns)  # the expression comes from a locked test cell
-                outputs = producer.produce(obj, producer.make_inputs())
+                outputs = producer.run(obj, producer.make_inputs(), shell.user_ns)
                 save(step, check_id, outputs)
             except BaseException as err:  # a student's code may raise anything, SystemExit too
                 message = f"{type(err).__name__}: {err}"[:2000]
