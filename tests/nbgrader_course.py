@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from html import escape as html_escape
+
 import nbformat
 
 from bncourse.grading.course import Course, grade_id, index_of, solved  # noqa: F401 (re-exported)
+from bncourse.grading.student.messages import WIDTH
 
 def replace_cell(nb, gid: str, source: str):
     """A copy of ``nb`` with cell ``gid``'s source replaced."""
@@ -84,7 +88,18 @@ def validate(path: Path) -> dict:
 
     nb = nbformat.read(path, 4)
     ids = {c.source.strip(): grade_id(c) for c in nb.cells if grade_id(c)}
-    result = Validator().validate(str(path))
+    # as from the course folder, whose nbgrader_config.py lets hidden checks run (the source
+    # notebooks have them); the release and the submissions are validated as students do
+    hidden = "BEGIN HIDDEN TESTS" in nbformat.writes(nb)
+    saved = os.environ.get("BNCOURSE_HIDDEN_CHECKS")
+    os.environ["BNCOURSE_HIDDEN_CHECKS"] = "1" if hidden else ""
+    try:
+        result = Validator().validate(str(path))
+    finally:
+        if saved is None:
+            del os.environ["BNCOURSE_HIDDEN_CHECKS"]
+        else:
+            os.environ["BNCOURSE_HIDDEN_CHECKS"] = saved
     failed = sorted(ids.get(c["source"], c["source"][:60]) for c in result.get("failed", []))
     problems = {k: v for k, v in result.items() if k != "failed"}
     return {"passed": not result, "failed": failed, "other": problems}
@@ -211,6 +226,40 @@ def check_case(graded: Graded, assignment: str, case: Case):
     html = feedback.read_text()
     for text in case.feedback_contains:
         assert text in html, f"{case.name}: {text!r} not in the feedback"
+    assert not feedback_leaks(html, assignment), (case.name, feedback_leaks(html, assignment))
+    autograded = graded.course.path / "autograded" / case.name / assignment / f"{assignment}.ipynb"
+    for ename, lines in test_cell_errors(nbformat.read(autograded, 4)):
+        assert "bncourse/" not in "\n".join(lines), (case.name, lines)  # no grader frames
+        if ename in ("AssertionError", "CheckFailed", "VerificationError"):
+            assert len(lines) <= 2 and all(len(line) <= WIDTH for line in lines), (case.name,
+                                                                                   lines)
+
+
+def feedback_leaks(html: str, assignment: str) -> list[str]:
+    """What a feedback page shows that it must not: the hidden tests' code, their ids and
+    descriptions (which describe their inputs), the grader's files."""
+    from bncourse.grading.registry import problem_set, producers_of
+
+    leaks = [s for s in ("BEGIN HIDDEN TESTS", "bncourse/grading", "site-packages/bncourse")
+             if s in html]
+    for producer in producers_of(problem_set(assignment)).values():
+        if not producer.hidden:
+            continue
+        for quote in ('"', "&quot;", "&#34;", "'", "&#39;"):
+            if producer.id + quote in html:
+                leaks.append(producer.id)
+        if html_escape(producer.description) in html:
+            leaks.append(producer.description)
+    return leaks
+
+
+def test_cell_errors(nb) -> list[tuple[str, list[str]]]:
+    """``(exception name, traceback lines)`` of every error under a test cell of an
+    autograded notebook."""
+    return [(o.get("ename"), o.get("traceback", []))
+            for c in nb.cells if c.cell_type == "code"
+            and c.metadata.get("nbgrader", {}).get("grade")
+            for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
 def check_class_outputs(graded: Graded, assignment: str) -> None:

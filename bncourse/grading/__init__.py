@@ -116,7 +116,7 @@ def seal(name: str):
                     lines = None
         except AssertionError as err:
             raise as_failure(err) from None
-        except Exception as err:
+        except BaseException as err:  # the student's own error, or an interrupt
             raise hide_grader_frames(err)
         finally:
             sys.stderr = saved_stderr

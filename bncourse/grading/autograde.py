@@ -31,6 +31,7 @@ from traitlets import Bool, Unicode
 from .isolation import Sandbox, UsageMeter, check_available, claim_slot
 from .kernel import SandboxedKernelManager
 from .records import next_record, read_records
+from .student.messages import fit
 from .registry import PROBLEM_SETS, cell_timeout, checks_of
 from .verify import checks_in_cell, is_demo_cell, is_test_cell, judge, verify
 
@@ -312,4 +313,11 @@ class HideHiddenTests(NbGraderPreprocessor):
         if cell.cell_type == "code" and "BEGIN HIDDEN TESTS" in cell.source:
             released = released_source(cell.source)
             cell.source = released.rstrip("\n") + "\n" + _HIDDEN_NOTE
+            # a traceback through a test cell quotes its source (an error in the call's
+            # argument, a time-out's preview of the cell): keep the error's first line only
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error" and len(output.get("traceback", [])) > 2:
+                    first = str(output.get("evalue", "")).splitlines()[:1] or [""]
+                    output["evalue"] = first[0]
+                    output["traceback"] = [fit(f"{output.get('ename', 'Error')}: {first[0]}")]
         return cell, resources

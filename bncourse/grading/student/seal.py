@@ -35,6 +35,16 @@ _RERUN: dict = {"on": False}
 class SealedError(ImportError):
     """Raised when a sealed notebook imports a module it may not use."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows: the message, without the audit hook's frame."""
+        return [f"{type(self).__name__}: {self}"]
+
+
+class SealedPermissionError(PermissionError):
+    """Raised when a sealed notebook opens a blocked file or starts a process."""
+
+    _render_traceback_ = SealedError._render_traceback_
+
 
 def set_rerun() -> None:
     """Mark this process as the verification re-run (its test cells do not run)."""
@@ -83,9 +93,9 @@ def _make_hook(ps: ProblemSet):
                 if isinstance(p, bytes):
                     p = p.decode(errors="replace")
                 if dirname(p) in dirs and basename(p).split(".")[0] in stems:
-                    raise PermissionError(message(p, extra))
+                    raise SealedPermissionError(message(p, extra))
         elif event in _PROCESS_EVENTS:
-            raise PermissionError(
+            raise SealedPermissionError(
                 f"starting another process is disabled in {ps.name} while it is graded"
             )
 
