@@ -12,6 +12,8 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+
+from bncourse.grading.student.messages import WIDTH, as_failure
 from nbgrader_course import (
     Case,
     check_case,
@@ -174,7 +176,7 @@ MISTAKES = [
     ("closed", CLOSED, "return dx, dgamma, dbeta", "return dx, dbeta, dgamma",
      "the order is (dx, dgamma, dbeta)"),
     ("closed", CLOSED, "return dx,", "return dx.astype(np.float64),",
-     "expected dtype float32, got dtype float64"),
+     "wrong dtype float64, expected float32"),
     ("closed", CLOSED, "np.sqrt(var + epsilon)", "np.sqrt(var + 1e-3)",
      "you ignore the epsilon argument"),
     ("numgrad", NUMGRAD, *ONE_SIDED, "one-sided difference"),
@@ -205,7 +207,9 @@ def test_a_mistake_is_named(check_id, source, old, new, message):
     exec(source.replace(old, new), namespace)
     with pytest.raises(AssertionError) as err:
         run_check(check_id, function_of(check_id, namespace))
-    assert message in str(err.value), str(err.value)
+    lines = as_failure(err.value).lines()
+    assert message in "\n".join(lines), lines
+    assert len(lines) <= 2 and all(len(line) <= WIDTH for line in lines), lines
 
 
 # ---------------------------------------------------------------- a graded class

@@ -12,6 +12,7 @@ import getpass
 import nbformat
 import pytest
 
+from bncourse.grading.forward import REVERSED
 from nbgrader_course import Course, replace_cell, solved
 
 pytestmark = pytest.mark.slow
@@ -54,10 +55,10 @@ def test_exchange_round_trip(tmp_path):
     feedback = sorted((home / PS / "feedback").rglob(f"{PS}.html"))
     assert len(feedback) == 1, list((home / PS).rglob("*"))
     html = feedback[0].read_text()
-    assert "momentum the wrong way round" in html
+    assert REVERSED in html
 
     points = course.max_points(PS)
-    failing = {"test_update_moving_stats", "test_BatchNorm1d"}
+    failing = {"test_update_moving_stats"}  # BatchNorm1d is right given this function
     scores = course.scores(PS)[student]
     assert {g: scores[g] for g in points} == {
         g: 0.0 if g in failing else p for g, p in points.items()

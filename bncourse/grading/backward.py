@@ -27,6 +27,7 @@ import numpy as np
 from .compare import assert_close
 from .registry import JudgeRegistry, reference
 from .student.calls import cases_of
+from .student.messages import CheckFailed, as_failure
 from .student.ps2_backward import DEFAULT_EPSILON, numgrad_function
 
 JUDGES = JudgeRegistry("ps2-backward")
@@ -37,8 +38,8 @@ def _numpy_bn():
 
 
 def _label(a) -> str:
-    """The inputs of a case, in words, for messages."""
-    return f"x of shape {a['x'].shape} {a['x'].dtype}, epsilon={a['epsilon']:g}"
+    """The inputs of a case, in a few words, for messages."""
+    return f"x {a['x'].shape} {a['x'].dtype}, eps {a['epsilon']:g}"
 
 
 # ---------------------------------------------------------------- comparison
@@ -69,18 +70,19 @@ def _compare(name: str, actual, expected: np.ndarray, *, case: str, hints=(), sh
     Returns:
         The line to print, ``"<name> for <case>: exact"`` or the like.
     """
+    if type(actual) is np.ndarray and actual.shape != expected.shape:
+        for shape, why in shapes:
+            if actual.shape == tuple(shape):
+                raise CheckFailed(f"{name}: wrong shape",
+                                  (f" {actual.shape}, expected {expected.shape}",
+                                   f" for {case}"), why)
     try:
-        if type(actual) is np.ndarray and actual.shape != expected.shape:
-            for shape, why in shapes:
-                if actual.shape == tuple(shape):
-                    raise AssertionError(
-                        f"{name}: expected shape {expected.shape}, got shape {actual.shape}"
-                        f"\nhint: {why}"
-                    )
         how = assert_close(name, actual, expected, hints=hints,
                            **(_tol(expected) if tol is None else tol))
     except AssertionError as err:
-        raise AssertionError(f"for {case}:\n{err}") from None
+        err = as_failure(err)
+        raise CheckFailed(err.what, (*err.detail[:1], f" for {case}", *err.detail[1:]),
+                          err.hint) from None
     return f"{name} for {case}: {how}"
 
 
@@ -309,8 +311,7 @@ def _judge_closed(inputs, outputs):
 # the h argument is used. An "h" of -1 in the inputs means "leave h at its default".
 
 
-ONE_SIDED = ("you use the one-sided difference (L(x + h) - L(x)) / h; the centred one, "
-             "(L(x + h) - L(x - h)) / (2 h), is far more accurate")
+ONE_SIDED = "you use the one-sided difference; the centred one is (L(x+h) - L(x-h)) / 2h"
 
 
 def _one_sided(f, x, dout, h):
@@ -359,18 +360,12 @@ def _judge_numgrad(inputs, outputs):
 # ---------------------------------------------------------------- channels-last (N, H, W, C)
 
 
-PER_POSITION = ("you take the statistics over the batch axis only, one mean per (h, w, c); "
-                "BN for images shares them over N, H and W")
-PER_SAMPLE_HW = ("you take the statistics per sample over H and W (that is instance "
-                 "normalisation); BN takes them over N, H and W")
-PER_SAMPLE_HWC = ("you take the statistics per sample over H, W and C (that is layer "
-                  "normalisation); BN takes them over N, H and W")
-RESHAPE_C_FIRST = ("you reshape x to (C, -1); in (N, H, W, C) the channel is the last axis, "
-                   "so reshape to (-1, C)")
-RESHAPE_N_FIRST = ("you sum over the batch axis of x.reshape(N, -1); reshape to (-1, C), "
-                   "so that each column is a channel")
-COUNT_N = ("you use N (the batch size) as the count; each channel's statistics average "
-           "N * H * W values")
+PER_POSITION = "you take statistics over the batch axis only; BN's are over N, H and W"
+PER_SAMPLE_HW = "per sample over H and W is instance normalisation; BN uses N, H and W"
+PER_SAMPLE_HWC = "per sample over H, W and C is layer normalisation; BN uses N, H and W"
+RESHAPE_C_FIRST = "you reshape x to (C, -1); the channel is the last axis: reshape to (-1, C)"
+RESHAPE_N_FIRST = "you sum over axis 0 of x.reshape(N, -1); reshape to (-1, C) instead"
+COUNT_N = "you use N (the batch size) as the count; each channel averages N * H * W values"
 
 
 def _per_position(x, gamma, beta, epsilon):

@@ -87,7 +87,7 @@ def assert_close(
     if actual.size and not _all(_isfinite(a)) and _all(_isfinite(e)):
         bad = _argmax(~_isfinite(a))
         raise CheckFailed(f"{name}: inf or NaN where none were expected",
-                          f", first at index {_where(a.shape, bad)}")
+                          f", first at {_where(a.shape, bad)}")
     diff = _abs(a - e)
     diff[_isnan(a) & _isnan(e)] = 0.0
     worst = _argmax(diff)
@@ -96,8 +96,8 @@ def assert_close(
         return f"approximately equal, largest difference {diff.reshape(-1)[worst]:.3g} at {at}"
     raise CheckFailed(
         f"{name}: wrong values",
-        f", off by {diff.reshape(-1)[worst]:.3g} at index {at} (got "
-        f"{a.reshape(-1)[worst]:.4g}, expected {e.reshape(-1)[worst]:.4g})",
+        (f", off by {diff.reshape(-1)[worst]:.3g} at {at}",
+         f" (got {a.reshape(-1)[worst]:.4g}, expected {e.reshape(-1)[worst]:.4g})"),
         _matching_hint(actual, hints, rtol, atol))
 
 

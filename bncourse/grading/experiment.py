@@ -15,6 +15,15 @@ from .student.ps4_experiment import BUDGET, FIELDS, HISTORY_KEYS, layer_ops, unf
 
 JUDGES = JudgeRegistry("ps4-experiment")
 
+
+def _first_difference(ops: list, want: list) -> str:
+    """Where the student's layers first differ from the tutorial's, in a few words."""
+    for i, (got, expected) in enumerate(zip(ops, want)):
+        if got != expected:
+            return f"{i + 1} is {got}, expected {expected}"
+    return f"count {len(ops)}, expected {len(want)}"
+
+
 # Any correct training run within the budget gets well above this (about 0.75-0.8); a model
 # that does not learn stays near 0.1.
 MIN_ACCURACY = 0.5
@@ -40,10 +49,8 @@ def _judge_model(inputs, outputs):
         want = layer_ops(expected)
         if ops != want:
             raise AssertionError(
-                f"build_model({variant!r}): the layers differ from the tutorial's MLP.\n"
-                f"  yours:    {' -> '.join(ops)}\n  expected: {' -> '.join(want)}\n"
-                "hint: dense300+bias is Dense(300) with a bias; a Dense layer followed "
-                "directly by BN takes use_bias=False (BN's beta does its job)"
+                f"build_model({variant!r}): layer {_first_difference(ops, want)}\n"
+                "hint: a Dense layer directly before BN takes use_bias=False (beta does its job)"
             )
         assert_equal("output shape", tuple(int(d) for d in outputs[f"{variant}/output_shape"]),
                      (-1, 10))
@@ -84,9 +91,9 @@ def _judge_train(inputs, outputs):
     if name != "SGD" or abs(lr - BUDGET["learning_rate"]) > 1e-7 or \
             abs(momentum - BUDGET["momentum"]) > 1e-7 or nesterov != 1.0:
         raise AssertionError(
-            f"the optimizer must be SGD(learning_rate=0.01, momentum=0.9, nesterov=True) as in "
-            f"the tutorial; yours is {name} with learning_rate={lr:g}, momentum={momentum:g}, "
-            f"nesterov={bool(nesterov)}"
+            f"the optimizer is {name}(learning_rate={lr:g}, momentum={momentum:g}, "
+            f"nesterov={bool(nesterov)})\n"
+            "hint: the tutorial's is SGD(learning_rate=0.01, momentum=0.9, nesterov=True)"
         )
     models = reference("bncourse.models")
     want = layer_ops(models.build_mlp(None if variant == "none" else variant))
@@ -98,16 +105,15 @@ def _judge_train(inputs, outputs):
     for label, value in (("test accuracy", test_accuracy), ("final validation accuracy", final_val)):
         if not MIN_ACCURACY <= value <= 1.0:
             raise AssertionError(
-                f"{label} {value:.3f} is below {MIN_ACCURACY}: a correct run within the budget "
-                "reaches about 0.75; check the data scaling (/ 255), the loss "
-                "(sparse_categorical_crossentropy with a softmax output) and the labels"
+                f"{label} {value:.3f} is below {MIN_ACCURACY}; a correct run reaches about "
+                "0.75\nhint: check the scaling (/ 255), the loss and the labels"
             )
     held_out = _held_out_accuracy(variant, outputs)
     if held_out < MIN_ACCURACY or abs(held_out - test_accuracy) > MAX_GAP:
         raise AssertionError(
-            f"the test accuracy you report ({test_accuracy:.3f}) {MODEL_MISMATCH}: it reaches "
-            f"{held_out:.3f} on {HELD_OUT[1] - HELD_OUT[0]} test images it has not seen; "
-            "return the model you trained and the history and accuracy of that training")
+            f"the test accuracy you report ({test_accuracy:.3f}) {MODEL_MISMATCH}\n"
+            f"hint: it reaches {held_out:.3f} on unseen test images; return the model you "
+            "trained")
     return [f"{variant}: {epochs} epochs, final validation accuracy {final_val:.3f}, "
             f"test accuracy {test_accuracy:.3f} (the model reaches {held_out:.3f} on held-out "
             "test images), optimizer SGD as specified"]

@@ -17,6 +17,7 @@ import numpy as np
 from .compare import assert_close, assert_equal
 from .registry import JudgeRegistry, reference
 from .student.ps3_keras_layer import CLASSES, IMAGE, WEIGHTS, cases, qualname
+from .student.messages import CheckFailed, as_failure
 from .student.values import require_array
 
 JUDGES = JudgeRegistry("ps3-keras-layer")
@@ -99,28 +100,25 @@ def _judge_facts(outputs) -> None:
     bn = qualname(keras.layers.BatchNormalization)
     if bn in outputs["facts/mro"].tolist():
         raise AssertionError(
-            "MyBatchNorm is a subclass of keras.layers.BatchNormalization, the layer it is "
-            "compared with; derive it from keras.layers.Layer and write the layer yourself")
+            "MyBatchNorm is a subclass of keras.layers.BatchNormalization\n"
+            "hint: derive it from keras.layers.Layer and write the layer yourself")
     for key in sorted(k for k in outputs if k.endswith("/paths")):
         nested = [p for p in outputs[key].tolist() if p.count("/") > 1]
         if nested:
             raise AssertionError(
-                f"MyBatchNorm has variables that belong to a layer inside it ({nested[0]}); "
-                "create gamma, beta, moving_mean and moving_variance with self.add_weight "
-                "in build, not by wrapping another layer")
+                f"MyBatchNorm has variables of a layer inside it ({nested[0]})\n"
+                "hint: create the four weights with self.add_weight in build")
     calls = {k: int(outputs.get(f"facts/calls/{k}", 0)) for k in
              ("layer", "moments", "batch_normalization")}
     if calls["layer"]:
         raise AssertionError(
-            "keras.layers.BatchNormalization ran while your code was tested "
-            f"({calls['layer']} call(s)): it is the reference your layer is compared with, "
-            "so your layer may not use it")
+            f"keras.layers.BatchNormalization ran {calls['layer']} time(s) in your code\n"
+            "hint: it is the reference your layer is compared with: do not use it")
     for name in ("moments", "batch_normalization"):
         if calls[name]:
             raise AssertionError(
-                f"keras.ops.{name} ran while your code was tested ({calls[name]} call(s)): "
-                "it does the work this problem set asks you to write; use keras.ops.mean, "
-                "keras.ops.square, keras.ops.sqrt and arithmetic instead")
+                f"keras.ops.{name} ran {calls[name]} time(s) in your code\n"
+                "hint: write it with keras.ops.mean, square, sqrt and arithmetic")
 
 
 def _judge_layer_facts(judge):
@@ -153,8 +151,8 @@ def _judge_moments(inputs, outputs):
     calls = {k: int(outputs[f"facts/calls/{k}"]) for k in ("moments", "batch_normalization")}
     if any(calls.values()):
         raise AssertionError(
-            "moments called keras.ops.moments (or keras.ops.batch_normalization): write the "
-            "mean and the variance yourself with keras.ops.mean and keras.ops.square")
+            "moments called keras.ops.moments (or keras.ops.batch_normalization)\n"
+            "hint: write the mean and variance yourself with keras.ops.mean and .square")
     lines = []
     for key, case in cases(inputs).items():
         x = case["x"]
@@ -166,10 +164,10 @@ def _judge_moments(inputs, outputs):
         for label, expected in (("mean", mean), ("var", var)):
             got = outputs[f"{key}/{label}"]
             if type(got) is np.ndarray and got.shape != expected.shape:
-                raise AssertionError(
-                    f"{label} for {where}: expected shape {expected.shape} (one value per "
-                    f"feature), got shape {got.shape}; average over every axis except the "
-                    "feature axis (for (N, H, W, C) inputs and axis=-1 that is axes 0, 1 and 2)")
+                raise CheckFailed(
+                    f"{label}: wrong shape", (f" {got.shape}, expected {expected.shape}",
+                                              f" for {where}"),
+                    "average over every axis except the feature axis, one value per feature")
         _, b_var = _stats(x, axis)
         n = x.size // x.shape[axis]
         lines.append(f"mean for {where}: " + assert_close("mean", outputs[f"{key}/mean"],
@@ -184,11 +182,10 @@ def _judge_moments(inputs, outputs):
         except AssertionError as err:
             if not case.get("one_pass_fails"):
                 raise
-            raise AssertionError(
-                f"{err}\nhint: this batch has mean 1000 and variance about 1; if you compute "
-                "E[x**2] - E[x]**2, float32 keeps only about 7 digits of E[x**2] (about 1e6) "
-                "and the variance is lost in the rounding: subtract the mean first, then "
-                "average the squares") from None
+            err = as_failure(err)
+            raise CheckFailed(err.what, err.detail,
+                              "E[x**2] - E[x]**2 loses the variance in float32 at mean 1000: "
+                              "subtract the mean first") from None
     return lines
 
 
@@ -207,10 +204,10 @@ def _judge_build(inputs, outputs):
         if got != names:
             hint = ""
             if "moving_var" in got:
-                hint = " (name the variance 'moving_variance', as Keras does)"
+                hint = "\nhint: name the variance 'moving_variance', as Keras does"
             elif sorted(got) == sorted(names):
-                hint = (" (create them in this order, Keras's order, so that weights can be "
-                        "copied between your layer and Keras's with get_weights/set_weights)")
+                hint = ("\nhint: create them in Keras's order, so that get_weights and "
+                        "set_weights match")
             raise AssertionError(f"{where}: expected the weights {names}, got {got}{hint}")
         assert_equal(f"{where}: the shapes of {names}", tuple(outputs[f"{key}/shapes"].tolist()),
                      tuple(str(tuple(v.shape)) for v in ref.weights))
@@ -219,8 +216,8 @@ def _judge_build(inputs, outputs):
         if got_trainable != trainable:
             raise AssertionError(
                 f"{where}: expected trainable flags {dict(zip(names, trainable))}, got "
-                f"{dict(zip(names, got_trainable))} (the moving statistics are not learned by "
-                "gradient descent: add them with trainable=False)")
+                f"{dict(zip(names, got_trainable))}\nhint: the moving statistics are not "
+                "learned: add them with trainable=False")
         assert_equal(f"{where}: the dtypes of {names}", tuple(outputs[f"{key}/dtypes"].tolist()),
                      tuple(str(v.dtype) for v in ref.weights))
         for i, v in enumerate(ref.weights):
@@ -265,8 +262,8 @@ def _training_hints(case: dict) -> list:
                       _transform(x, axis, mean, var, beta, gamma, eps)))
     if x.ndim > 2:
         m0, v0 = _stats(x, axis, axes=(0,))
-        hints.append(("you average over the batch axis only; BN averages over every axis "
-                      "except the feature axis", _transform(x, axis, m0, v0, gamma, beta, eps)))
+        hints.append(("you average over the batch axis only, not all but the feature axis",
+                      _transform(x, axis, m0, v0, gamma, beta, eps)))
     if beta is None:
         hints.append(("you add beta although center=False",
                       _transform(x, axis, mean, var, gamma, case["beta"], eps)))
@@ -317,15 +314,14 @@ def _judge_moving(inputs, outputs):
         first = case["batches"][0]
         ref = _keras_bn({"kwargs": case.get("kwargs", {})}, first.shape)
         mistakes = [
-            ("you apply momentum the wrong way round (PyTorch's convention: moving * "
-             "(1 - momentum) + batch * momentum); Keras uses moving * momentum + batch * "
-             "(1 - momentum)", _simulate(case, reversed_momentum=True)),
+            ("momentum reversed: Keras keeps moving * momentum + batch * (1 - momentum)",
+             _simulate(case, reversed_momentum=True)),
             ("you use the unbiased variance (divide by N - 1)", _simulate(case, ddof=1)),
             ("you never update the moving statistics in training", _simulate(case, frozen=True)),
         ]
         if m != 0.99:
-            mistakes.append(("you always use momentum 0.99, whatever momentum the layer was "
-                             "given", _simulate(case, momentum=0.99)))
+            mistakes.append(("you always use momentum 0.99, not the layer's momentum",
+                             _simulate(case, momentum=0.99)))
         for step, x in enumerate(case["batches"]):
             ref(x, training=True)
             for name in ("moving_mean", "moving_variance"):
@@ -364,16 +360,17 @@ def _judge_inference(inputs, outputs):
              _transform(x, axis, mm, mv, gamma, beta, eps, root=False)),
             ("you leave out gamma and beta", _transform(x, axis, mm, mv, None, None, eps)),
         ]
+        # the state first: a layer that updates its moving statistics at inference also
+        # normalises with the updated ones, and the output alone would not say why
+        for name, before in (("moving_mean", mm), ("moving_variance", mv)):
+            _unchanged(f"{name} after the inference calls", outputs[f"{key}/after/{name}"],
+                       before, "you update the moving statistics at inference; only training may")
         lines.append(f"{_describe(case)}, training=False: " + assert_close(
             "out (training=False)", outputs[f"{key}/out_false"], expected, **TOL, hints=hints))
         assert_close("out of layer(x), with training left out", outputs[f"{key}/out_default"],
                      expected, **TOL,
                      hints=[("you treat training=None as training; Keras's default is "
                              "inference", _transform(x, axis, mean, var, gamma, beta, eps))])
-        for name, before in (("moving_mean", mm), ("moving_variance", mv)):
-            _unchanged(f"{name} after the inference calls", outputs[f"{key}/after/{name}"],
-                       before, "you update the moving statistics at inference too; they may "
-                       "change only in training")
         lines.append("    layer(x) gives the same; the moving statistics are unchanged")
     return lines
 
@@ -384,8 +381,7 @@ def _judge_inference(inputs, outputs):
 @JUDGES.judge("trainable")
 @_judge_layer_facts
 def _judge_trainable(inputs, outputs):
-    frozen_hint = ("you update the moving statistics of a frozen layer; with trainable=False "
-                   "they must keep their values")
+    frozen_hint = "you update the moving statistics of a frozen layer (trainable=False)"
     lines = []
     for key, case in cases(inputs).items():
         x = case["x"]
@@ -408,21 +404,19 @@ def _judge_trainable(inputs, outputs):
                              "out (training=True) after layer.trainable = True",
                              outputs[f"{key}/out"], outputs[f"{key}/never_frozen"],
                              rtol=1e-6, atol=1e-6,
-                             hints=[("your layer still uses the moving statistics: read "
-                                     "self.trainable in call, each time, rather than once in "
+                             hints=[("read self.trainable in call each time, not once in "
                                      "__init__", _transform(x, axis, mm, mv, gamma, beta, eps))]))
             continue
         ref = _keras_bn(case)
         ref.trainable = False
         expected = _np(ref(x, training=True))
-        lines.append(f"{_describe(case)}, trainable=False, training=True: " + assert_close(
-            "out (trainable=False, training=True)", outputs[f"{key}/out"], expected, **TOL,
-            hints=[("you normalise with the batch's statistics although the layer is frozen; "
-                    "in Keras 3 a layer with trainable=False uses its moving statistics, even "
-                    "when training=True", _transform(x, axis, mean, var, gamma, beta, eps))]))
-        for name in ("moving_mean", "moving_variance"):
+        for name in ("moving_mean", "moving_variance"):  # the state first, as at inference
             _unchanged(f"{name} after layer(x, training=True) with trainable=False",
                        outputs[f"{key}/after/{name}"], case[name], frozen_hint)
+        lines.append(f"{_describe(case)}, trainable=False, training=True: " + assert_close(
+            "out (trainable=False, training=True)", outputs[f"{key}/out"], expected, **TOL,
+            hints=[("a frozen layer uses its moving statistics, even when training=True",
+                    _transform(x, axis, mean, var, gamma, beta, eps))]))
         lines.append("    the moving statistics are unchanged")
     return lines
 
@@ -439,10 +433,8 @@ def _judge_config(inputs, outputs):
     owner = str(outputs["facts/get_config_owner"])
     if owner.startswith("keras."):
         raise AssertionError(
-            "MyBatchNorm does not define get_config. Keras 3 can often make a config from "
-            "the constructor's arguments by itself, but a layer that is meant to be saved "
-            "says what its config is, as Keras's own layers do: write get_config, starting "
-            "from super().get_config()")
+            "MyBatchNorm does not define get_config\nhint: write get_config, starting "
+            "from super().get_config(), as Keras's own layers do")
     keras = reference("keras")
     lines = []
     for key, case in cases(inputs).items():
@@ -547,7 +539,7 @@ def _judge_mlp(inputs, outputs):
         lines.append(f"one train_on_batch step: loss {loss:.4f}")
         if not np.any(require_array("moving_mean", outputs["moving_mean"]) != 0):
             raise AssertionError(
-                "the first MyBatchNorm's moving_mean did not move in train_on_batch: fit calls "
-                "the layers with training=True, and your layer must then update it")
+                "the first MyBatchNorm's moving_mean did not move in train_on_batch\n"
+                "hint: fit calls the layers with training=True: update it then")
         lines.append("    the first MyBatchNorm's moving_mean moved")
     return lines

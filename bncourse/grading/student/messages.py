@@ -41,18 +41,26 @@ class CheckFailed(AssertionError):
     Args:
         what: the problem and the value it is in, without numbers ("var: wrong values");
             shown for hidden checks too.
-        detail: where and by how much (", largest difference 0.18 at index 3"); appended
-            to ``what`` for visible checks only, since it describes the inputs.
+        detail: where and by how much (", off by 0.18 at 3"): a string, or a tuple of
+            strings in order of importance, appended to ``what`` as far as they fit; for
+            visible checks only, since it describes the inputs.
         hint: the likely mistake, without the leading ``"hint: "``, or None.
     """
 
-    def __init__(self, what: str, detail: str = "", hint: str | None = None):
-        self.what, self.detail, self.hint = what, detail, hint
+    def __init__(self, what: str, detail=(), hint: str | None = None):
+        self.what, self.hint = what, hint
+        self.detail = (detail,) if isinstance(detail, str) else tuple(detail)
         super().__init__("\n".join(self.lines()))
 
     def lines(self, hidden: bool = False) -> list[str]:
         """The one or two lines to show; ``hidden`` leaves the detail out."""
-        first = f"{self.what} (in a hidden check)" if hidden else self.what + self.detail
+        if hidden:
+            first = f"{self.what} (in a hidden check)"
+        else:
+            first = self.what
+            for part in self.detail:
+                if len(first) + len(part) <= WIDTH:
+                    first += part
         out = [fit(first)]
         if self.hint:
             out.append(fit(f"hint: {self.hint}"))
