@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bncourse-installed
 JB_FLAGS := -W --keep-going
 
-.PHONY: setup data mathjax browser sandbox postgres book test test-fast bench reproduce assignments autograde clean
+.PHONY: setup data mathjax browser sandbox postgres book test test-fast bench reproduce assignments homework autograde clean
 
 setup: $(STAMP) data mathjax browser sandbox postgres
 
@@ -96,6 +96,14 @@ NBGRADER_ENV := cd assignments && PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 assignments: setup
 	$(NBGRADER_ENV) && for ps in $(PROBLEM_SETS); do \
 	  nbgrader generate_assignment $$ps --force || exit 1; done
+
+# Self-study: the student versions (no solutions, no hidden tests) copied into DEST, a folder
+# outside the repository by default; a file there that differs from the new student version
+# (someone's work) is never overwritten: nothing is copied and the error names it. Needs only
+# the virtual environment, not the rest of `setup` (see bncourse/homework.py).
+DEST ?= $(HOME)/bncourse-homework
+homework: $(STAMP)
+	$(PY) -m bncourse.homework "$(DEST)"
 
 # Autograde every submission under assignments/submitted/ in the sandbox, one worker per
 # core, with a progress bar; stopped at any point, it goes on where it stopped when run

@@ -396,3 +396,97 @@ def test_grading_bench_measures_a_reference_the_overhead_a_class_and_a_speedup()
     text = bench.format_report(result)
     assert "ps1-forward" in text and "A class of 3 ps1-forward submissions" in text
     assert "(budget 1.2x)" in text and "a speed-up of" in text
+
+
+# --------------------------------------------------------------------------- error carried forward
+
+def _judged(check_id: str, obj, namespace: dict):
+    """A check's producer and judge in this process, as ``check`` runs them at home."""
+    ps, check = registry.find_check(check_id)
+    inputs = check.make_inputs()
+    return check.judge(inputs, check.run(obj, inputs, namespace))
+
+
+PS1_CODE = """
+import numpy as np
+
+def batch_mean_var(x):
+    return x.mean(axis=0), x.var(axis=0, ddof=1)    # the mistake
+
+def batchnorm_forward(x, gamma, beta, epsilon=1e-3):
+    mean, var = batch_mean_var(x)
+    return (gamma * (x - mean) / np.sqrt(var + epsilon) + beta).astype(x.dtype)
+
+def update_moving_stats(moving_mean, moving_var, mean, var, momentum=0.99):
+    return moving_mean * momentum + mean * (1 - momentum), moving_var * momentum + var * (1 - momentum)
+
+def batchnorm_inference(x, gamma, beta, moving_mean, moving_var, epsilon=1e-3):
+    return (gamma * (x - moving_mean) / np.sqrt(moving_var + epsilon) + beta).astype(x.dtype)
+
+class BatchNorm1d:
+    def __init__(self, num_features, momentum=0.99, epsilon=1e-3):
+        self.momentum, self.epsilon = momentum, epsilon
+        self.gamma, self.beta = np.ones(num_features), np.zeros(num_features)
+        self.moving_mean, self.moving_var = np.zeros(num_features), np.ones(num_features)
+
+    def __call__(self, x, training=False):
+        if not training:
+            return batchnorm_inference(x, self.gamma, self.beta, self.moving_mean,
+                                       self.moving_var, self.epsilon)
+        mean, var = batch_mean_var(x)
+        self.moving_mean, self.moving_var = update_moving_stats(
+            self.moving_mean, self.moving_var, mean, var, self.momentum)
+        return batchnorm_forward(x, self.gamma, self.beta, self.epsilon)
+"""
+
+
+@pytest.mark.parametrize("check_id", ["ps1-forward.forward", "ps1-forward.layer"])
+def test_a_part_built_on_a_wrong_function_is_judged_on_what_it_returns(check_id):
+    ns: dict = {}
+    exec(PS1_CODE, ns)
+    with pytest.raises(AssertionError, match="you divide by N - 1"):
+        _judged("ps1-forward.mean_var", ns["batch_mean_var"], ns)
+    obj = ns["batchnorm_forward"] if check_id.endswith("forward") else ns["BatchNorm1d"]
+    lines = _judged(check_id, obj, ns)
+    assert any("given your batch_mean_var (wrong: fix it first)" in line for line in lines)
+    # without the student's functions in sight, the same part is judged on the reference
+    with pytest.raises(AssertionError):
+        _judged(check_id, obj, {})
+
+
+def test_a_part_wrong_on_its_own_still_fails_next_to_a_wrong_function():
+    ns: dict = {}
+    exec(PS1_CODE.replace("np.sqrt(var + epsilon)", "(np.sqrt(var) + epsilon)", 1), ns)
+    with pytest.raises(AssertionError) as err:
+        _judged("ps1-forward.forward", ns["batchnorm_forward"], ns)
+    assert str(err.value).startswith("out uses your batch_mean_var, which is wrong: fix it first")
+
+
+def test_a_part_that_cannot_run_with_a_wrong_function_says_to_fix_that_first():
+    ns: dict = {}
+    exec(PS1_CODE.replace("x.mean(axis=0), x.var(axis=0, ddof=1)",
+                          "x.mean(axis=1), x.var(axis=1)"), ns)
+    for check_id, obj in (("ps1-forward.forward", ns["batchnorm_forward"]),
+                          ("ps1-forward.layer", ns["BatchNorm1d"])):
+        with pytest.raises(AssertionError) as err:
+            _judged(check_id, obj, ns)
+        assert str(err.value).splitlines() == [
+            f"{obj.__name__} uses your batch_mean_var, which is wrong: fix it first",
+            "hint: the test cell of batch_mean_var says what is wrong"]
+
+
+STAGED = (ROOT / "tests" / "test_assignment_backward.py").read_text()
+
+
+@pytest.mark.parametrize("old, new", [("** -1.5", "** -0.5"), ("dvar = -0.5 *", "dvar = 0.5 *")])
+def test_a_wrong_node_of_the_staged_backward_costs_only_its_own_part(old, new):
+    from test_assignment_backward import STAGED as source
+
+    ns: dict = {"np": np}
+    exec(source.replace(old, new), ns)
+    fn = ns["batchnorm_backward_staged"]
+    with pytest.raises(AssertionError):
+        _judged("ps2-backward.staged_dvar", fn, ns)
+    for later in ("staged_dmean", "staged_dx"):
+        lines = _judged(f"ps2-backward.{later}", fn, ns)
+        assert all("given your dvar (wrong: fix it first)" in line for line in lines), lines

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import assert_close
+from .compare import assert_close, carried_forward, own_wrong
 from .registry import JudgeRegistry, reference
 from .student.calls import cases_of
 from .student.messages import CheckFailed, as_failure
@@ -103,6 +103,30 @@ UNBIASED = "you normalise with the unbiased variance (divide by N - 1); BN divid
 
 
 # ---------------------------------------------------------------- the staged backward
+
+
+def _wrong_upstream(outputs, group, g, nodes) -> tuple[list, dict]:
+    """The student's own upstream nodes that are wrong, and all of them (``{node: array}``);
+    ``([], {})`` when the student's dict did not hold them all as arrays."""
+    own = {node: outputs.get(f"{group}/own_{node}") for node in nodes}
+    if any(v is None for v in own.values()):
+        return [], {}
+    tol = _tol(g["dx"])
+    return [n for n in nodes if own_wrong(n, {n: own[n]}, {n: g[n]}, **tol)], own
+
+
+def _carried_node(name, outputs, group, a, g, own_expected, wrong, hints, shapes=()):
+    """A staged node judged on the reference and, when an upstream node is wrong, on what
+    the student's own upstream nodes give."""
+    actual = outputs[f"{group}/{name}"]
+
+    def reference_():
+        return _compare(name, actual, g[name], case=_label(a), shapes=shapes, hints=hints)
+
+    def own_():
+        return _compare(name, actual, own_expected(), case=_label(a))
+
+    return carried_forward(name, reference_, own_ if wrong else None, wrong)
 
 
 def _graph(x, gamma, dout, epsilon) -> dict:
@@ -202,9 +226,11 @@ def _judge_dvar(inputs, outputs):
              -0.5 * np.sum(g["dxhat"] * g["xhat"], axis=0) * power),
             (SUM_NOT_MEAN.format("dvar"), dvar / n),
         ]
-        lines.append(_compare("dvar", outputs[f"{group}/dvar"], dvar, case=_label(a),
-                              shapes=_param_shapes(n, d),
-                              hints=_hints_common(a, "dvar", g) + hints))
+        wrong, own = _wrong_upstream(outputs, group, g, ("dxhat",))
+        lines.append(_carried_node(
+            "dvar", outputs, group, a, g,
+            lambda: -0.5 * np.sum(own["dxhat"] * g["xmu"], axis=0) * power, wrong,
+            _hints_common(a, "dvar", g) + hints, _param_shapes(n, d)))
     return lines
 
 
@@ -221,9 +247,12 @@ def _judge_dmean(inputs, outputs):
             ("you leave out the factor 1 / sqrt(var + epsilon)", -np.sum(g["dxhat"], axis=0)),
             (SUM_NOT_MEAN.format("dmean"), dmean / n),
         ]
-        lines.append(_compare("dmean", outputs[f"{group}/dmean"], dmean, case=_label(a),
-                              shapes=_param_shapes(n, d),
-                              hints=_hints_common(a, "dmean", g) + hints))
+        wrong, own = _wrong_upstream(outputs, group, g, ("dxhat", "dvar"))
+        lines.append(_carried_node(
+            "dmean", outputs, group, a, g,
+            lambda: (-np.sum(own["dxhat"], axis=0) / g["std"]
+                     + own["dvar"] * (-2.0 / n) * np.sum(g["xmu"], axis=0)), wrong,
+            _hints_common(a, "dmean", g) + hints, _param_shapes(n, d)))
     return lines
 
 
@@ -249,8 +278,11 @@ def _judge_dx(inputs, outputs):
             ("you divide by N - 1 in the variance's path; BN's variance divides by N",
              direct + via_var * n / (n - 1) + via_mean),
         ]
-        lines.append(_compare("dx", outputs[f"{group}/dx"], g["dx"], case=_label(a),
-                              hints=_hints_common(a, "dx", g) + hints))
+        wrong, own = _wrong_upstream(outputs, group, g, ("dxhat", "dvar", "dmean"))
+        lines.append(_carried_node(
+            "dx", outputs, group, a, g,
+            lambda: (own["dxhat"] / g["std"] + own["dvar"] * 2 * g["xmu"] / n
+                     + own["dmean"] / n), wrong, _hints_common(a, "dx", g) + hints))
     return lines
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as _np
 
-from .student.messages import CheckFailed
+from .student.messages import CheckFailed, depends_on
 from .student.values import require_array
 
 _asarray = _np.asarray
@@ -96,7 +96,7 @@ def assert_close(
         return f"approximately equal, largest difference {diff.reshape(-1)[worst]:.3g} at {at}"
     raise CheckFailed(
         f"{name}: wrong values",
-        (f", off by {diff.reshape(-1)[worst]:.3g} at {at}",
+        (f", off by {diff.reshape(-1)[worst]:.3g} at index {at}",
          f" (got {a.reshape(-1)[worst]:.4g}, expected {e.reshape(-1)[worst]:.4g})"),
         _matching_hint(actual, hints, rtol, atol))
 
@@ -153,3 +153,50 @@ def allclose(actual, expected, *, rtol: float = 1e-5, atol: float = 1e-8) -> boo
 def array_equal(a, b) -> bool:
     """``np.array_equal`` as it was at import time."""
     return bool(_array_equal(a, b))
+
+
+def own_wrong(name: str, got: dict, expected: dict, **tol) -> str | None:
+    """``name`` if what the student's earlier code returned (``got``, labels to arrays)
+    differs from the reference (``expected``), else None."""
+    for label, value in expected.items():
+        mine = _asarray(got[label])
+        if mine.shape != value.shape or not _close(mine.astype(_float64),
+                                                   _asarray(value, _float64), **_tols(tol)):
+            return name
+    return None
+
+
+def _tols(tol: dict) -> dict:
+    return {"rtol": tol.get("rtol", 1e-5), "atol": tol.get("atol", 1e-8)}
+
+
+def carried_forward(name: str, judge_reference, judge_own, wrong: list) -> str:
+    """Judge a part against the reference and, where the student's earlier code ``wrong``
+    is wrong, against what that code gives: error carried forward, so that one mistake
+    costs one part.
+
+    Args:
+        name: the part, as the student knows it ("out", "dx").
+        judge_reference: ``() -> str``, the comparison with the reference (raises
+            :class:`CheckFailed`).
+        judge_own: ``() -> str``, the comparison with what the student's own earlier code
+            implies, or None when there is nothing to compare with.
+        wrong: the names of the student's earlier functions (or values) that are wrong.
+
+    A part that is right given them passes, with a line that names them; one that is wrong
+    either way fails, and says to fix them first unless its own mistake was recognised.
+    """
+    if not wrong:
+        return judge_reference()
+    names = " and ".join(wrong)
+    if judge_own is not None:
+        try:
+            return f"{judge_own()}, given your {names} (wrong: fix it first)"
+        except CheckFailed:
+            pass
+    try:
+        return judge_reference()
+    except CheckFailed as err:
+        if err.hint:
+            raise
+        raise depends_on(name, names) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import allclose, assert_close
+from .compare import assert_close, carried_forward, own_wrong
 from .registry import JudgeRegistry, reference
 from .student.calls import cases_of
 from .student.messages import CheckFailed, depends_on
@@ -37,38 +37,12 @@ EPS_OUTSIDE = "you add epsilon outside the square root: sqrt(var) + epsilon"
 REVERSED = "momentum reversed: Keras keeps old * momentum + new * (1 - momentum)"
 
 
-def own_wrong(name: str, got: dict, expected: dict, **tol) -> str | None:
-    """``name`` if the student's earlier function returned something else than the
-    reference (``got`` and ``expected`` map labels to arrays), else None."""
-    for label, value in expected.items():
-        mine = got[label]
-        if mine.shape != value.shape or not allclose(mine.astype(np.float64), value, **tol):
-            return name
-    return None
-
-
-def carried_forward(name, actual, expected, own_expected, wrong, *, hints=(), **tol) -> str:
-    """Judge ``actual`` against the reference and, where the student's earlier functions
-    ``wrong`` are wrong, against what they give (``own_expected``): error carried forward.
-
-    A part that is right given the student's own earlier functions passes, with a line
-    that names them; one that is wrong either way fails, saying so when they are wrong.
-    """
-    if not wrong:
-        return assert_close(name, actual, expected, hints=hints, **tol)
-    names = " and ".join(wrong)
-    try:
-        how = None if own_expected is None else assert_close(name, actual, own_expected, **tol)
-    except CheckFailed:
-        how = None
-    if how is not None:
-        return f"{how} given your {names}, which is wrong: fix it first"
-    try:
-        return assert_close(name, actual, expected, hints=hints, **tol)
-    except CheckFailed as err:
-        if err.hint:
-            raise
-        raise depends_on(name, names) from None
+def carried(name, actual, expected, own_expected, wrong, *, hints=(), **tol) -> str:
+    """:func:`~.compare.carried_forward` for one array of this problem set."""
+    return carried_forward(
+        name, lambda: assert_close(name, actual, expected, hints=hints, **tol),
+        None if own_expected is None else lambda: assert_close(name, actual, own_expected,
+                                                               **tol), wrong)
 
 
 def raise_for(raised, name: str, wrong: list):
@@ -141,7 +115,7 @@ def _judge_forward(inputs, outputs):
         if f"{group}/raised" in outputs:
             raise_for(outputs[f"{group}/raised"], "batchnorm_forward", [wrong] if wrong else [])
         own_expected = None if not wrong else _bn(x, own["mean"], own["var"], gamma, beta, eps)
-        lines.append(f"out for x {x.shape} {x.dtype}, epsilon={eps:g}: " + carried_forward(
+        lines.append(f"out for x {x.shape} {x.dtype}, epsilon={eps:g}: " + carried(
             "out", outputs[f"{group}/out"], expected, own_expected, [wrong] if wrong else [],
             hints=hints, **_tol(x.dtype)))
     return lines
@@ -257,26 +231,26 @@ def _judge_layer(inputs, outputs):
         # the state first: a wrong update explains a wrong output, not the other way round
         for attr, old, stat in (("moving_mean", before[0], batch.mean(axis=0)),
                                 ("moving_var", before[1], batch.var(axis=0))):
-            lines.append(f"training call {step + 1}, {attr}: " + carried_forward(
+            lines.append(f"training call {step + 1}, {attr}: " + carried(
                 f"{attr} after call {step + 1}", outputs[f"train{step}/{attr}"],
                 getattr(ref, attr), own(f"train{step}/{attr}"), wrong, check_dtype=False,
                 hints=[(REVERSED, old * (1 - momentum) + stat * momentum),
                        ("you do not update the moving statistics in training", old)], **tol))
-        lines.append(f"training call {step + 1}, out: " + carried_forward(
+        lines.append(f"training call {step + 1}, out: " + carried(
             "out (training=True)", outputs[f"train{step}/out"], expected,
             own(f"train{step}/out"), wrong, check_dtype=False, **tol))
     expected = ref(x)
     mean, var = x.mean(axis=0), x.var(axis=0)
     last = f"train{steps - 1}/"
     for attr, stat in (("moving_mean", mean), ("moving_var", var)):
-        carried_forward(
+        carried(
             f"{attr} after inference", outputs[f"infer/{attr}"], getattr(ref, attr),
             own(last + attr), wrong, check_dtype=False,
             hints=[("inference updates the moving statistics; only training may",
                     getattr(ref, attr) * momentum + stat * (1 - momentum))], **tol)
     lines.append("moving statistics unchanged by inference: "
                  f"{ref.moving_mean.shape} arrays as expected")
-    lines.append("inference call, out: " + carried_forward(
+    lines.append("inference call, out: " + carried(
         "out (training=False)", outputs["infer/out"], expected, own("infer/out"), wrong,
         check_dtype=False, hints=[("inference normalises with the batch's statistics",
                                    (x - mean) / np.sqrt(var + 1e-3))], **tol))

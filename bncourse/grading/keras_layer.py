@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from .compare import assert_close, assert_equal
+from .compare import assert_close, assert_equal, carried_forward, own_wrong
 from .registry import JudgeRegistry, reference
 from .student.ps3_keras_layer import CLASSES, IMAGE, WEIGHTS, cases, qualname
 from .student.messages import CheckFailed, as_failure
@@ -276,10 +276,33 @@ def _training_hints(case: dict) -> list:
 def _judge_training(inputs, outputs):
     lines = []
     for key, case in cases(inputs).items():
-        expected = _np(_keras_bn(case)(case["x"], training=True))
-        lines.append(f"{_describe(case)}, training=True: " + assert_close(
-            "out", outputs[f"{key}/out"], expected, **TOL, hints=_training_hints(case)))
+        x = case["x"]
+        expected = _np(_keras_bn(case)(x, training=True))
+        axis, wrong = _feature_axis(x, case), _moments_wrong(outputs, key, x, case)
+        kwargs = case.get("kwargs", {})
+
+        def own(key=key, x=x, axis=axis, kwargs=kwargs):
+            return _transform(x, axis, outputs[f"{key}/own_mean"], outputs[f"{key}/own_var"],
+                              case["gamma"] if kwargs.get("scale", True) else None,
+                              case["beta"] if kwargs.get("center", True) else None,
+                              kwargs.get("epsilon", 1e-3))
+
+        actual = outputs[f"{key}/out"]
+        lines.append(f"{_describe(case)}, training=True: " + carried_forward(
+            "out", lambda: assert_close("out", actual, expected, **TOL,
+                                        hints=_training_hints(case)),
+            lambda: assert_close("out", actual, own(), **TOL), wrong))
     return lines
+
+
+def _moments_wrong(outputs, prefix, x, case) -> list:
+    """``["moments"]`` if the student's own moments (recorded under ``prefix``) is wrong
+    on ``x``, else ``[]`` (also when it was not recorded)."""
+    if f"{prefix}/own_mean" not in outputs:
+        return []
+    mean, var = (v.reshape(-1) for v in _stats(x, _feature_axis(x, case)))
+    got = {"mean": outputs[f"{prefix}/own_mean"], "var": outputs[f"{prefix}/own_var"]}
+    return ["moments"] if own_wrong("moments", got, {"mean": mean, "var": var}, **TOL) else []
 
 
 # ============================================================ 4. the moving statistics
@@ -322,15 +345,25 @@ def _judge_moving(inputs, outputs):
         if m != 0.99:
             mistakes.append(("you always use momentum 0.99, not the layer's momentum",
                              _simulate(case, momentum=0.99)))
+        wrong = sorted({w for step, x in enumerate(case["batches"])
+                        for w in _moments_wrong(outputs, f"{key}/step{step}", x, case)})
+        own_mean, own_var = np.zeros(first.shape[_feature_axis(first, case)]), None
+        own_var = np.ones_like(own_mean)
         for step, x in enumerate(case["batches"]):
             ref(x, training=True)
-            for name in ("moving_mean", "moving_variance"):
+            if wrong:  # the moving statistics the student's own moments give
+                p = f"{key}/step{step}/"
+                own_mean = own_mean * m + outputs[p + "own_mean"] * (1 - m)
+                own_var = own_var * m + outputs[p + "own_var"] * (1 - m)
+            for name, own in (("moving_mean", own_mean), ("moving_variance", own_var)):
                 expected = _np(getattr(ref, name))
-                assert_close(
-                    f"{name} after training call {step + 1}", outputs[f"{key}/step{step}/{name}"],
-                    expected, **TOL,
-                    hints=[(d, h[step][name].astype(np.float32)) for d, h in mistakes
-                           if not (name == "moving_mean" and "unbiased" in d)])
+                label, actual = f"{name} after call {step + 1}", outputs[f"{key}/step{step}/{name}"]
+                carried_forward(
+                    label, lambda: assert_close(
+                        label, actual, expected, **TOL,
+                        hints=[(d, h[step][name].astype(np.float32)) for d, h in mistakes
+                               if not (name == "moving_mean" and "unbiased" in d)]),
+                    lambda: assert_close(label, actual, own.astype(np.float32), **TOL), wrong)
         lines.append(f"{_signature(case)}, {len(case['batches'])} training calls on "
                      f"{tuple(first.shape)} batches: moving_mean and moving_variance as "
                      "Keras's after each")

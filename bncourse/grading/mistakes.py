@@ -43,8 +43,9 @@ class Mistake:
     cell: str
     source: str
     part: str  # the test cell whose points the mistake costs
-    # later parts that cannot run at all with the mistake (they say which function to fix
-    # first): they cost their points too, since there is no output to judge
+    # other parts it costs: later parts that cannot run at all with it (they say which
+    # function to fix first; there is no output to judge), or a requirement of another part
+    # that the same line of code breaks
     blocks: tuple = ()
 
 
@@ -86,7 +87,9 @@ MISTAKES = (
             "    return (moving_mean * (1 - momentum) + mean * momentum,\n"
             "            moving_var * (1 - momentum) + var * momentum)\n",
             "test_update_moving_stats"),
-    Mistake("inference_updates", "ps3-keras-layer", "MyBatchNorm", "", "test_inference"),
+    # the same update also runs in a frozen layer, which test_trainable checks
+    Mistake("inference_updates", "ps3-keras-layer", "MyBatchNorm", "", "test_inference",
+            blocks=("test_trainable",)),
 )
 
 

@@ -84,9 +84,11 @@ def as_failure(err: BaseException) -> CheckFailed:
 
 
 def depends_on(name: str, wrong: str) -> CheckFailed:
-    """The failure of a part whose own code may be right but uses a wrong earlier part."""
-    return CheckFailed(f"{name} uses your {wrong}, which is wrong: fix {wrong} first",
-                       hint=f"its own test cell says what is wrong with {wrong}")
+    """The failure of a part that uses the student's wrong earlier code ``wrong`` (names
+    joined by "and"): it cannot be told right or wrong until that is fixed."""
+    verb, pronoun = ("are", "them") if " and " in wrong else ("is", "it")
+    return CheckFailed(f"{name} uses your {wrong}, which {verb} wrong: fix {pronoun} first",
+                       hint=f"the test cell of {wrong} says what is wrong")
 
 
 def _ours(filename: str) -> bool:

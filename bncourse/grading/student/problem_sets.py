@@ -28,6 +28,7 @@ BNCOURSE_MODULES = (
     "bncourse.results",
     "bncourse.data",
     "bncourse.book",
+    "bncourse.homework",
     "bncourse.mathjax",
     "bncourse.sphinx_ext",
     "bncourse.grading.autograde",

@@ -68,8 +68,10 @@ def _call_with_epsilon(name, fn, args, epsilon):
 # ---------------------------------------------------------------- the staged backward
 
 
-def _produce_staged(keys):
-    """A ``produce`` that keeps only ``keys`` of the dict the staged backward returns."""
+def _produce_staged(keys, upstream=()):
+    """A ``produce`` that keeps only ``keys`` of the dict the staged backward returns, and
+    the ``upstream`` nodes they are computed from (as ``own_<node>``), when they are arrays:
+    the judge grades a node on the student's own upstream nodes (error carried forward)."""
 
     def produce(fn, inputs):
         out = {}
@@ -89,22 +91,26 @@ def _produce_staged(keys):
                     )
                 out[f"{group}/{key}"] = arrays("batchnorm_backward_staged", result[key],
                                                (key,))[key]
+            for key in upstream:
+                if type(result.get(key)) is np.ndarray and result[key].dtype.kind == "f":
+                    out[f"{group}/own_{key}"] = np.copy(result[key])
         return out
 
     return produce
 
 
-for _name, _keys, _what in (
-    ("staged_params", ("dbeta", "dgamma"), "dbeta and dgamma"),
-    ("staged_dxhat", ("dxhat",), "dxhat"),
-    ("staged_dvar", ("dvar",), "dvar"),
-    ("staged_dmean", ("dmean",), "dmean"),
-    ("staged_dx", ("dx",), "dx"),
+for _name, _keys, _upstream, _what in (
+    ("staged_params", ("dbeta", "dgamma"), (), "dbeta and dgamma"),
+    ("staged_dxhat", ("dxhat",), (), "dxhat"),
+    ("staged_dvar", ("dvar",), ("dxhat",), "dvar"),
+    ("staged_dmean", ("dmean",), ("dxhat", "dvar"), "dmean"),
+    ("staged_dx", ("dx",), ("dxhat", "dvar", "dmean"), "dx"),
 ):
     PRODUCERS.add(f"{_name}_visible", f"batchnorm_backward_staged: {_what} on a 6 x 3 batch",
-                  _visible_2d, _produce_staged(_keys))
+                  _visible_2d, _produce_staged(_keys, _upstream))
     PRODUCERS.add(_name, f"batchnorm_backward_staged: {_what} on off-centre data, with a "
-                         "large epsilon, and on a batch of 2", _hidden_2d, _produce_staged(_keys))
+                         "large epsilon, and on a batch of 2", _hidden_2d,
+                  _produce_staged(_keys, _upstream))
 
 
 # ---------------------------------------------------------------- the closed form

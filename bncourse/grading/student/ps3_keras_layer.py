@@ -100,9 +100,9 @@ def _class_facts(cls) -> dict:
 def _with_facts(produce):
     """Wrap a produce function of the layer: class facts, and Keras BN's calls counted."""
 
-    def wrapped(cls, inputs):
+    def wrapped(cls, inputs, *uses):
         with _watch_keras_bn() as counts:
-            out = produce(cls, inputs)
+            out = produce(cls, inputs, *uses)
         out.update({f"facts/calls/{k}": np.array(v) for k, v in counts.items()})
         return out
 
@@ -168,6 +168,22 @@ def _moving(layer, prefix: str) -> dict:
 
 def _call(layer, x, label: str, **kwargs) -> np.ndarray:
     return _tensor(f"the output of {label}", layer(x, **kwargs))
+
+
+def own_moments(uses: dict, x, axis) -> dict:
+    """What the student's own ``moments`` returns for ``x`` (``{"own_mean", "own_var"}``),
+    or ``{}`` when it is missing or fails: the judge then grades the layer on the
+    reference alone (see error carried forward in :mod:`bncourse.grading.keras_layer`)."""
+    fn = uses.get("moments")
+    if not callable(fn):
+        return {}
+    try:
+        keras = _keras()
+        result = require_tuple("", fn(keras.ops.convert_to_tensor(x), axis=axis), 2)
+        return {f"own_{label}": _tensor("", value).reshape(-1)
+                for label, value in zip(("mean", "var"), result)}
+    except Exception:  # moments' own test cell reports what is wrong with it
+        return {}
 
 
 # ============================================================ the inputs
@@ -295,20 +311,22 @@ def _training_cases():
 
 
 @_with_facts
-def _produce_training(cls, inputs):
+def _produce_training(cls, inputs, uses):
     cls = _layer_class(cls)
     out = _class_facts(cls)
     for key, case in cases(inputs).items():
         layer = _new_layer(cls, case)
         out[f"{key}/out"] = _call(layer, case["x"], "layer(x, training=True)", training=True)
         out.update(_layer_facts(layer, f"{key}/layer"))
+        axis = case.get("kwargs", {}).get("axis", -1)
+        out.update({f"{key}/{k}": v for k, v in own_moments(uses, case["x"], axis).items()})
     return out
 
 
 PRODUCERS.add("training_visible", "training=True on off-centre (16, 3) data, gamma and beta set",
-              _training_visible, _produce_training)
+              _training_visible, _produce_training, depends=("moments",))
 PRODUCERS.add("training", "training=True on 4-D data (axis -1 and 1), a large epsilon, "
-              "center=False", _training_cases, _produce_training)
+              "center=False", _training_cases, _produce_training, depends=("moments",))
 
 
 # ============================================================ 4. the moving statistics
@@ -329,22 +347,25 @@ def _moving_cases():
 
 
 @_with_facts
-def _produce_moving(cls, inputs):
+def _produce_moving(cls, inputs, uses):
     cls = _layer_class(cls)
     out = _class_facts(cls)
     for key, case in cases(inputs).items():
         layer = cls(**case.get("kwargs", {}))
+        axis = case.get("kwargs", {}).get("axis", -1)
         for step, x in enumerate(case["batches"]):
             _call(layer, x, "layer(x, training=True)", training=True)
             out.update(_moving(layer, f"{key}/step{step}"))
+            out.update({f"{key}/step{step}/{k}": v
+                        for k, v in own_moments(uses, x, axis).items()})
         out.update(_layer_facts(layer, f"{key}/layer"))
     return out
 
 
 PRODUCERS.add("moving_visible", "moving statistics after three training calls, default momentum",
-              _moving_visible, _produce_moving)
+              _moving_visible, _produce_moving, depends=("moments",))
 PRODUCERS.add("moving", "moving statistics with momentum 0.9, 0 and 0.8 (4-D, axis -1 and 1)",
-              _moving_cases, _produce_moving)
+              _moving_cases, _produce_moving, depends=("moments",))
 
 
 # ============================================================ 5. inference mode
