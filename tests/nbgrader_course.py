@@ -226,7 +226,9 @@ def check_case(graded: Graded, assignment: str, case: Case):
     html = feedback.read_text()
     for text in case.feedback_contains:
         assert text in html, f"{case.name}: {text!r} not in the feedback"
-    assert not feedback_leaks(html, assignment), (case.name, feedback_leaks(html, assignment))
+    submitted = graded.course.path / "submitted" / case.name / assignment / f"{assignment}.ipynb"
+    leaks = feedback_leaks(html, assignment, own_code(submitted))
+    assert not leaks, (case.name, leaks)
     autograded = graded.course.path / "autograded" / case.name / assignment / f"{assignment}.ipynb"
     for ename, lines in test_cell_errors(nbformat.read(autograded, 4)):
         assert "bncourse/" not in "\n".join(lines), (case.name, lines)  # no grader frames
@@ -235,15 +237,29 @@ def check_case(graded: Graded, assignment: str, case: Case):
                                                                                    lines)
 
 
-def feedback_leaks(html: str, assignment: str) -> list[str]:
+def own_code(path: Path) -> str:
+    """The source of a submitted notebook's own cells (not its test cells), or "" when the
+    file is not a readable notebook."""
+    try:
+        nb = nbformat.read(path, 4)
+    except Exception:  # a broken submission: nothing of its own to show
+        return ""
+    return "\n".join(c.source for c in nb.cells if not (
+        c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"))
+
+
+def feedback_leaks(html: str, assignment: str, own: str = "") -> list[str]:
     """What a feedback page shows that it must not: the hidden tests' code, their ids and
-    descriptions (which describe their inputs), the grader's files."""
+    descriptions (which describe their inputs), the grader's files; a hidden id that the
+    student's own code (``own``) names is the student's, not a leak."""
     from bncourse.grading.registry import problem_set, producers_of
 
     leaks = [s for s in ("BEGIN HIDDEN TESTS", "bncourse/grading", "site-packages/bncourse")
              if s in html]
     for producer in producers_of(problem_set(assignment)).values():
         if not producer.hidden:
+            continue
+        if producer.id in own:
             continue
         for quote in ('"', "&quot;", "&#34;", "'", "&#39;"):
             if producer.id + quote in html:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from bncourse.grading.mistakes import MISTAKES, mistaken
 from nbgrader_course import (
     Case,
     check_case,
@@ -48,6 +49,22 @@ LEAVES_OUT_GAMMA_BETA = (
 )
 
 CASES = common_cases("test_moments") + [
+    # error carried forward: the layer's training output and moving statistics are judged
+    # on what the student's own (wrong) moments returns, so the mistake costs one part
+    Case(
+        "unbiased_moments",
+        lambda c: _edit(c.solution, "moments", "ops.mean(ops.square(x - mean), axis=axes, "
+                        "keepdims=True)", "ops.sum(ops.square(x - mean), axis=axes, "
+                        "keepdims=True) / (np.prod([x.shape[i] for i in axes]) - 1)"),
+        failing=("test_moments",),
+        feedback_contains=("note: right given your moments, which is wrong: fix it first",),
+    ),
+    # the moving statistics updated at inference: its own hint, since the state is judged first
+    Case(
+        MISTAKES[4].name, lambda c: mistaken(MISTAKES[4], c.release, c.source),
+        failing=(MISTAKES[4].part, *MISTAKES[4].blocks),
+        feedback_contains=("you update the moving statistics at inference",),
+    ),
     Case(
         "passes_visible_only",
         # momentum written as 0.99 in call: right for the visible check's default momentum

@@ -75,8 +75,7 @@ def test_a_killed_run_goes_on_where_it_stopped(course):
     full = sum(points.values())
     for student, cells in scores.items():
         total = sum(cells[g] for g in points)
-        lost = sum(points[g] for g in ("test_batch_mean_var", "test_batchnorm_forward",
-                                       "test_BatchNorm1d"))
+        lost = points["test_batch_mean_var"]  # the later parts are judged on what it returns
         expected = {"honest": full, "blank": 0.0, "buggy": full - lost}[student[:-1]]
         assert total == expected, (student, cells)
     assert (course.path / "grades.csv").is_file()

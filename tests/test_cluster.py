@@ -135,8 +135,7 @@ def test_a_class_graded_on_a_dask_cluster_into_postgresql(tmp_path, scheduler, p
 
     points = course.max_points("ps1-forward")
     full = sum(points.values())
-    lost = sum(points[g] for g in ("test_batch_mean_var", "test_batchnorm_forward",
-                                   "test_BatchNorm1d"))
+    lost = points["test_batch_mean_var"]  # the later parts are judged on what it returns
     with Gradebook(postgres) as gb:
         totals = {s.id: gb.find_submission("ps1-forward", s.id).score for s in gb.students}
     assert totals == {"honest0": full, "honest1": full, "blank0": 0.0, "blank1": 0.0,

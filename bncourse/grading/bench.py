@@ -132,18 +132,18 @@ def run(problem_sets=None, class_size: int = 300, speedup_size: int = 24,
     return {"rows": rows, "overhead": overhead, "class": klass, "speedup": speedup}
 
 
-def save(result: dict, path, *, started_load=None) -> Path:
+def save(result: dict, path, *, started_load=None, benchmark: str = "grading") -> Path:
     """Write ``result`` with its provenance as JSON to ``path``; return the path.
 
     ``started_load`` is the load average when the run began; the provenance's machine holds
-    the one when it ended."""
+    the one when it ended. ``benchmark`` names what was measured."""
     from bncourse.results import provenance_now
 
     provenance = provenance_now()
     provenance["load_average_at_start"] = started_load
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps({"benchmark": "grading", **result, "provenance": provenance},
+    tmp.write_text(json.dumps({"benchmark": benchmark, **result, "provenance": provenance},
                               indent=1) + "\n")
     tmp.replace(path)
     return path

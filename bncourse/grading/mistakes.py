@@ -21,7 +21,7 @@ points it loses and the parts that fail. Nothing here asserts; the numbers are f
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import re
 import subprocess
 import sys
@@ -205,14 +205,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bncourse.grading.mistakes",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="", help="comma-separated mistakes (default: all)")
-    parser.add_argument("--json", help="also write the rows as JSON to this file")
+    parser.add_argument("--save", metavar="PATH",
+                        help="also write the rows with their provenance as JSON to PATH "
+                             "(results/benchmarks/mistakes.json is the committed one)")
     args = parser.parse_args(argv)
-    chosen = [m for m in MISTAKES if not args.only or m.name in args.only.split(",")]
+    names = [n for n in args.only.split(",") if n]
+    unknown = sorted(set(names) - {m.name for m in MISTAKES})
+    if unknown:
+        parser.error(f"unknown mistake(s) {', '.join(unknown)}; known: "
+                     f"{', '.join(m.name for m in MISTAKES)}")
+    chosen = [m for m in MISTAKES if not names or m.name in names]
+    started_load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bncourse-mistakes-") as tmp:
         rows = measure(Path(tmp), chosen)
     print(format_report(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    if args.save:
+        from .bench import save
+
+        save({"rows": rows}, args.save, started_load=started_load, benchmark="mistakes")
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,19 @@ def _running_step(lines: list[str]) -> int | None:
     return open_steps[-1] if open_steps else None
 
 
+_CARRIED = re.compile(r"given your (.+?) \(wrong: fix it first\)")
+
+
+def carried_note(lines) -> str | None:
+    """The note for a part that passed on the student's own wrong earlier code (error
+    carried forward), from the judge's lines; None when it passed on the reference."""
+    for line in lines or ():
+        found = _CARRIED.search(str(line))
+        if found:
+            return f"note: right given your {found.group(1)}, which is wrong: fix it first"
+    return None
+
+
 def judge(check, outputs: dict) -> tuple[bool, str, str]:
     """Judge one check's outputs here, outside the sandbox: ``(passed, message, public)``.
 
@@ -93,14 +107,15 @@ def judge(check, outputs: dict) -> tuple[bool, str, str]:
     one: the same without the details that describe its inputs.
     """
     try:
-        check.judge(check.make_inputs(), outputs)
+        lines = check.judge(check.make_inputs(), outputs)
     except AssertionError as err:
         failure = as_failure(err)
     except Exception as err:  # values a judge did not foresee: a failed check, not a crash
         failure = CheckFailed("the grader could not judge the values your code produced",
                               f" ({type(err).__name__})")
     else:
-        return True, "ok", "ok"
+        note = carried_note(lines)
+        return True, note or "ok", note or "ok"
     public = failure.lines(hidden=True) if check.hidden else failure.lines()
     return False, "\n".join(failure.lines()), "\n".join(public)
 
