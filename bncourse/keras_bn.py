@@ -3,10 +3,13 @@
 :class:`BatchNorm` is a drop-in equivalent of ``keras.layers.BatchNormalization`` (same
 arguments, defaults, variables and semantics) built from ``keras.layers.Layer``,
 ``add_weight``, ``keras.ops`` and ``Variable.assign`` only, so it runs on every Keras
-backend (TensorFlow, JAX, PyTorch).
+backend (TensorFlow, JAX, PyTorch). Batch renormalisation and synchronised statistics are
+out of its scope: their four arguments are accepted at Keras's defaults and refused otherwise.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import keras
 from keras import ops
@@ -15,7 +18,22 @@ from bncourse._checks import check_epsilon, check_integer, check_momentum
 
 __all__ = ["BatchNorm"]
 
-_UNSUPPORTED = ("renorm", "renorm_clipping", "renorm_momentum", "synchronized")
+# Arguments of keras.layers.BatchNormalization that are out of this layer's scope (batch
+# renormalisation, statistics synchronised across devices), with Keras's defaults. Passing
+# the default asks for nothing, so it is accepted: code written for Keras's layer runs.
+_OUT_OF_SCOPE = {
+    "renorm": False,
+    "renorm_clipping": None,
+    "renorm_momentum": 0.99,
+    "synchronized": False,
+}
+
+
+def _is_default(value, default) -> bool:
+    """Whether ``value`` is Keras's ``default``: False or None itself, or an equal number."""
+    if default is None or isinstance(default, bool):
+        return value is default  # 0 or an empty dict is not False or None
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == default
 
 
 @keras.saving.register_keras_serializable(package="bncourse")
@@ -44,7 +62,9 @@ class BatchNorm(keras.layers.Layer):
             (zeros and ones).
         beta_regularizer, gamma_regularizer: optional regularizers.
         beta_constraint, gamma_constraint: optional constraints.
-        **kwargs: the base Layer's arguments (``name``, ``dtype``, ``trainable``).
+        **kwargs: the base Layer's arguments (``name``, ``dtype``, ``trainable``), and
+            Keras's out-of-scope ``renorm``, ``renorm_clipping``, ``renorm_momentum`` and
+            ``synchronized``, accepted at their defaults (False, None, 0.99, False) only.
 
     Input: an array of any rank >= 2 whose ``axis`` dimension is known. Float16 and
     bfloat16 inputs are computed in float32. Output: the same shape.
@@ -73,12 +93,14 @@ class BatchNorm(keras.layers.Layer):
         gamma_constraint=None,
         **kwargs,
     ):
-        for name in _UNSUPPORTED:
-            if name in kwargs:
+        for name, default in _OUT_OF_SCOPE.items():
+            value = kwargs.pop(name, default)
+            if not _is_default(value, default):
                 raise ValueError(
-                    f"{name} is not supported by bncourse's BatchNorm (batch renormalisation "
-                    "and synchronised statistics are out of scope); use "
-                    "keras.layers.BatchNormalization for them"
+                    f"{name}={value!r} is not supported by bncourse's BatchNorm (batch "
+                    "renormalisation and synchronised statistics are out of its scope; only "
+                    f"the default {name}={default!r} is accepted); use "
+                    "keras.layers.BatchNormalization for it"
                 )
         super().__init__(**kwargs)
         self.axis = check_integer(axis, "axis")
@@ -192,6 +214,13 @@ class BatchNorm(keras.layers.Layer):
         if self.center:
             out = out + ops.reshape(ops.cast(self.beta, compute), shape)
         return ops.cast(out, self.compute_dtype)
+
+    def __repr__(self):
+        # A constructor that raised (a refused argument) leaves an object without the
+        # attributes Layer.__init__ sets; a traceback or debugger that shows it calls this.
+        if not hasattr(self, "built"):
+            return f"<{type(self).__name__}, not constructed: its __init__ raised>"
+        return super().__repr__()
 
     def compute_output_shape(self, input_shape):
         self._checked_axis(input_shape)

@@ -94,12 +94,15 @@ def test_quick_claim_run_end_to_end(tmp_path, capsys, monkeypatch):
 def test_committed_verdicts_are_what_the_code_computes():
     """results/claims-verdicts.txt is exactly the table the code makes from results/."""
     results = ROOT / "results"
-    records, _ = load_results(results) if results.exists() else ([], [])
+    assert results.is_dir(), f"{results} is committed: it is missing from this checkout"
+    records, bad = load_results(results)
+    assert not bad, [c.path for c in bad]
     computed = claims.verdicts(records)
+    # Every one of the tutorials' twelve claims is judged (claim 12 twice).
+    judged = sorted({v.claim for v in computed})
+    assert judged == list(range(1, 13)), f"results/ judges claims {judged} only"
     committed = results / claims.VERDICTS_FILE
-    if not computed:
-        assert not committed.exists(), "verdicts committed without the results behind them"
-        return
+    assert committed.is_file(), f"{committed} is committed: it is missing from this checkout"
     assert committed.read_text() == claims.format_verdicts(computed) + "\n"
 
 

@@ -3,6 +3,8 @@
 These tests run under every backend `make test` covers (TensorFlow, then JAX).
 """
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -143,6 +145,7 @@ def test_training_equivalence_with_keras_over_twenty_sgd_steps(rng):
         ours.train_on_batch(x[batch], y[batch])
     names = [w.path for w in theirs.weights]
     assert any("moving_variance" in n for n in names)
+    assert len(ours.get_weights()) == len(names)  # zip below would stop at the shorter
     for name, a, b in zip(names, theirs.get_weights(), ours.get_weights()):
         np.testing.assert_allclose(b, a, atol=1e-5, err_msg=name)
     x_new = off_centre(rng, (50, 12))
@@ -231,6 +234,7 @@ def test_save_and_load_in_the_keras_format(rng, tmp_path):
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded.layers[1], BatchNorm)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert len(loaded.get_weights()) == len(model.get_weights()) == 8  # conv 2, BN 4, dense 2
     for a, b in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -256,13 +260,68 @@ def test_keras_accepts_nonsense_that_we_refuse(rng):
         ({"axis": "channels"}, TypeError, "axis must be an integer"),
         ({"momentum": -0.1}, ValueError, "momentum must be"),
         ({"epsilon": float("nan")}, ValueError, "epsilon"),
-        ({"renorm": True}, ValueError, "renorm is not supported"),
-        ({"synchronized": True}, ValueError, "synchronized is not supported"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         BatchNorm(**kwargs)
+
+
+OUT_OF_SCOPE = ["renorm", "renorm_clipping", "renorm_momentum", "synchronized"]
+
+
+def _keras_default(name):
+    return inspect.signature(keras.layers.BatchNormalization.__init__).parameters[name].default
+
+
+@pytest.mark.parametrize("names", [[n] for n in OUT_OF_SCOPE] + [OUT_OF_SCOPE],
+                         ids=OUT_OF_SCOPE + ["all four"])
+def test_out_of_scope_arguments_at_keras_defaults_are_accepted(rng, names):
+    """Code written for Keras's layer passes them at their defaults: a drop-in accepts that."""
+    defaults = {name: _keras_default(name) for name in names}
+    given = BatchNorm(momentum=0.5, name="given", **defaults)
+    plain = BatchNorm(momentum=0.5, name="plain")
+    assert {**given.get_config(), "name": "plain"} == plain.get_config()
+    x = off_centre(rng, (8, 3))
+    np.testing.assert_array_equal(np_(given(x, training=True)), np_(plain(x, training=True)))
+    np.testing.assert_array_equal(np_(given.moving_variance), np_(plain.moving_variance))
+
+
+def test_the_configuration_of_a_keras_layer_builds_ours():
+    """Keras's config holds the four out-of-scope arguments at their defaults."""
+    config = keras.layers.BatchNormalization(axis=1, momentum=0.9, name="bn").get_config()
+    assert {name: config[name] for name in OUT_OF_SCOPE} == {
+        name: _keras_default(name) for name in OUT_OF_SCOPE}
+    ours = BatchNorm.from_config(config)
+    assert ours.get_config() == {k: v for k, v in config.items() if k not in OUT_OF_SCOPE}
+
+
+REFUSED = [("renorm", True), ("renorm", 0), ("renorm_clipping", {"rmax": 3.0}),
+           ("renorm_momentum", 0.9), ("synchronized", True)]
+
+
+@pytest.mark.parametrize("name, value", REFUSED, ids=[f"{n}={v!r}" for n, v in REFUSED])
+def test_out_of_scope_arguments_at_other_values_are_refused(name, value):
+    """The refusal names the argument, the value given and the one value accepted."""
+    expected = (f"{name}={value!r} is not supported by bncourse's BatchNorm",
+                f"only the default {name}={_keras_default(name)!r} is accepted")
+    with pytest.raises(ValueError) as excinfo:
+        BatchNorm(**{name: value})
+    assert all(part in str(excinfo.value) for part in expected), str(excinfo.value)
+
+
+@pytest.mark.parametrize("kwargs", [{"renorm": True}, {"no_such_argument": 1}],
+                         ids=["refused by BatchNorm", "refused by keras.layers.Layer"])
+def test_a_layer_whose_constructor_raised_still_has_a_repr(kwargs):
+    """Tracebacks and debuggers show the half-made object (pytest --showlocals does)."""
+    with pytest.raises(ValueError) as excinfo:
+        BatchNorm(**kwargs)
+    half_made = [entry.locals["self"] for entry in excinfo.traceback
+                 if isinstance(entry.locals.get("self"), BatchNorm)]
+    assert half_made
+    assert repr(half_made[0]) == "<BatchNorm, not constructed: its __init__ raised>"
+    assert "raised in repr()" not in str(excinfo.getrepr(showlocals=True))
+    assert repr(BatchNorm(name="whole")) == "<BatchNorm name=whole, built=False>"
 
 
 def test_axis_out_of_range_for_the_input():

@@ -110,6 +110,7 @@ def test_same_seed_same_model():
     a = models.build_mlp("after").get_weights()
     keras.utils.set_random_seed(5)
     b = models.build_mlp("after").get_weights()
+    assert len(a) == len(b) == 20  # 4 Dense (kernel, bias), 3 BN (4 variables each)
     for wa, wb in zip(a, b):
         np.testing.assert_array_equal(wa, wb)
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bncourse import numpy_bn as nb
+import keras
 
-keras = pytest.importorskip("keras", reason="keras is a dependency of bncourse")
+from bncourse import numpy_bn as nb
 
 TOL = {np.float64: 1e-6, np.float32: 1e-5}
 
