@@ -7,17 +7,25 @@ and one case for each way this problem set can be got wrong or cheated.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
 import pytest
 
 from bncourse.grading.mistakes import MISTAKES, mistaken
 from nbgrader_course import (
     Case,
+    Course,
     check_case,
     check_class_outputs,
     common_cases,
     grade_class,
     insert_after,
     replace_cell,
+    solved,
 )
 
 pytestmark = pytest.mark.slow
@@ -173,3 +181,27 @@ def test_keras_layer_class(keras_layer_class, case):
 
 def test_keras_layer_validation_export_and_reports(keras_layer_class):
     check_class_outputs(keras_layer_class, PS)
+
+
+def test_a_correct_notebook_validates_in_a_students_own_folder(tmp_path):
+    """``nbgrader validate`` where a student runs it: a folder that holds only the notebook
+    (no course nbgrader_config.py, none of its environment). TensorFlow's start-up lines
+    on stderr used to fail a correct ps3 there."""
+    course = Course(tmp_path / "course")
+    course.generate(PS)
+    answer = solved(course.release(PS), course.source(PS))
+    for cell in answer.cells:  # the written answers, which solved() leaves as released
+        if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = "My answer."
+    folder = tmp_path / "my work"
+    folder.mkdir()
+    nbformat.write(answer, folder / f"{PS}.ipynb")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BNCOURSE_", "TF_CPP_", "NBGRADER"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "validate",
+                           f"{PS}.ipynb"], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=600)
+    # the verdict is on stdout; the kernel's own start-up log goes to validate's stderr
+    assert "Success! Your notebook passes all the tests." in proc.stdout, proc.stdout[-3000:]
+    assert "cuInit" not in proc.stdout + proc.stderr, proc.stdout[-3000:]
