@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bncourse-installed
 JB_FLAGS := -W --keep-going
 
-.PHONY: setup data mathjax browser sandbox postgres book test test-fast bench reproduce assignments homework autograde clean
+.PHONY: setup data mathjax browser sandbox postgres book lint test test-fast bench reproduce assignments homework autograde clean
 
 setup: $(STAMP) data mathjax browser sandbox postgres
 
@@ -68,12 +68,16 @@ book: setup
 
 # The whole suite under Keras's TensorFlow backend, then the Keras-layer, model and folding
 # tests (marked keras_backend) again under JAX.
-test: setup
+test: setup lint
 	$(PY) -m pytest
 	KERAS_BACKEND=jax $(PY) -m pytest -m keras_backend
 
+# The lint's rules (bugs, not taste) are in pyproject.toml's [tool.ruff].
+lint: setup
+	$(VENV)/bin/ruff check bncourse tests
+
 # Everything but the tests marked slow: for a quick check while working.
-test-fast: setup
+test-fast: setup lint
 	$(PY) -m pytest -m "not slow"
 	KERAS_BACKEND=jax $(PY) -m pytest -m "keras_backend and not slow"
 

@@ -602,7 +602,7 @@ def _train_inference_stats(config, on_epoch=None):
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     rng = np.random.default_rng(config["seed"])
     start = time.perf_counter()
-    for step in range(config["steps"]):
+    for _ in range(config["steps"]):
         idx = rng.integers(0, len(x), config["batch_size"])
         model.train_on_batch(x[idx], y[idx])
     if on_epoch is not None:

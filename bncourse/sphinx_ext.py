@@ -74,7 +74,7 @@ def _use_local_mathjax(app, config):
 def _check_cache(app):
     current = fingerprint(app.srcdir)
     app.bncourse_fingerprint = current
-    cache = Path(getattr(app.env, "mystnb_config").execution_cache_path)
+    cache = Path(app.env.mystnb_config.execution_cache_path)
     marker = cache / MARKER
     recorded = marker.read_text().strip() if marker.is_file() else None
     if recorded != current and cache.exists():

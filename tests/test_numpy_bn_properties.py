@@ -6,7 +6,6 @@ deterministic. The data of each example comes from ``np.random.default_rng(seed)
 """
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

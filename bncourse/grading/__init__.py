@@ -117,7 +117,8 @@ def seal(name: str):
         except AssertionError as err:
             raise as_failure(err) from None
         except BaseException as err:  # the student's own error, or an interrupt
-            raise hide_grader_frames(err)
+            hide_grader_frames(err)
+            raise
         finally:
             sys.stderr = saved_stderr
         quiet.report(noise, print_, stdout)

@@ -22,6 +22,8 @@ inner nodes from its forward's statistics, so that the two cannot drift apart.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from .compare import assert_close, carried_forward, own_wrong
@@ -112,21 +114,21 @@ def _wrong_upstream(outputs, group, g, nodes) -> tuple[list, dict]:
     if any(v is None for v in own.values()):
         return [], {}
     tol = _tol(g["dx"])
-    return [n for n in nodes if own_wrong(n, {n: own[n]}, {n: g[n]}, **tol)], own
+    wrong = [n for n in nodes if own_wrong(n, {n: own[n]}, {n: g[n]}, **tol)]
+    if any(own[n].shape != g[n].shape for n in nodes):
+        return wrong, {}  # nothing to carry forward from arrays of the wrong shape
+    return wrong, own
 
 
 def _carried_node(name, outputs, group, a, g, own_expected, wrong, hints, shapes=()):
-    """A staged node judged on the reference and, when an upstream node is wrong, on what
-    the student's own upstream nodes give."""
+    """A staged node judged on the reference and, when an upstream node is wrong, on
+    ``own_expected``: what the student's own upstream nodes give."""
     actual = outputs[f"{group}/{name}"]
-
-    def reference_():
-        return _compare(name, actual, g[name], case=_label(a), shapes=shapes, hints=hints)
-
-    def own_():
-        return _compare(name, actual, own_expected(), case=_label(a))
-
-    return carried_forward(name, reference_, own_ if wrong else None, wrong)
+    return carried_forward(
+        name, partial(_compare, name, actual, g[name], case=_label(a), shapes=shapes,
+                      hints=hints),
+        partial(_compare, name, actual, own_expected, case=_label(a))
+        if wrong and isinstance(own_expected, np.ndarray) else None, wrong)
 
 
 def _graph(x, gamma, dout, epsilon) -> dict:
@@ -229,7 +231,7 @@ def _judge_dvar(inputs, outputs):
         wrong, own = _wrong_upstream(outputs, group, g, ("dxhat",))
         lines.append(_carried_node(
             "dvar", outputs, group, a, g,
-            lambda: -0.5 * np.sum(own["dxhat"] * g["xmu"], axis=0) * power, wrong,
+            wrong and own and -0.5 * np.sum(own["dxhat"] * g["xmu"], axis=0) * power, wrong,
             _hints_common(a, "dvar", g) + hints, _param_shapes(n, d)))
     return lines
 
@@ -250,8 +252,8 @@ def _judge_dmean(inputs, outputs):
         wrong, own = _wrong_upstream(outputs, group, g, ("dxhat", "dvar"))
         lines.append(_carried_node(
             "dmean", outputs, group, a, g,
-            lambda: (-np.sum(own["dxhat"], axis=0) / g["std"]
-                     + own["dvar"] * (-2.0 / n) * np.sum(g["xmu"], axis=0)), wrong,
+            wrong and own and (-np.sum(own["dxhat"], axis=0) / g["std"]
+                       + own["dvar"] * (-2.0 / n) * np.sum(g["xmu"], axis=0)), wrong,
             _hints_common(a, "dmean", g) + hints, _param_shapes(n, d)))
     return lines
 
@@ -281,8 +283,8 @@ def _judge_dx(inputs, outputs):
         wrong, own = _wrong_upstream(outputs, group, g, ("dxhat", "dvar", "dmean"))
         lines.append(_carried_node(
             "dx", outputs, group, a, g,
-            lambda: (own["dxhat"] / g["std"] + own["dvar"] * 2 * g["xmu"] / n
-                     + own["dmean"] / n), wrong, _hints_common(a, "dx", g) + hints))
+            wrong and own and (own["dxhat"] / g["std"] + own["dvar"] * 2 * g["xmu"] / n
+                       + own["dmean"] / n), wrong, _hints_common(a, "dx", g) + hints))
     return lines
 
 

@@ -11,6 +11,7 @@ hints.
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 
@@ -281,17 +282,15 @@ def _judge_training(inputs, outputs):
         axis, wrong = _feature_axis(x, case), _moments_wrong(outputs, key, x, case)
         kwargs = case.get("kwargs", {})
 
-        def own(key=key, x=x, axis=axis, kwargs=kwargs):
-            return _transform(x, axis, outputs[f"{key}/own_mean"], outputs[f"{key}/own_var"],
-                              case["gamma"] if kwargs.get("scale", True) else None,
-                              case["beta"] if kwargs.get("center", True) else None,
-                              kwargs.get("epsilon", 1e-3))
-
         actual = outputs[f"{key}/out"]
+        own = None if not wrong else partial(assert_close, "out", actual, _transform(
+            x, axis, outputs[f"{key}/own_mean"], outputs[f"{key}/own_var"],
+            case["gamma"] if kwargs.get("scale", True) else None,
+            case["beta"] if kwargs.get("center", True) else None,
+            kwargs.get("epsilon", 1e-3)), **TOL)
         lines.append(f"{_describe(case)}, training=True: " + carried_forward(
-            "out", lambda: assert_close("out", actual, expected, **TOL,
-                                        hints=_training_hints(case)),
-            lambda: assert_close("out", actual, own(), **TOL), wrong))
+            "out", partial(assert_close, "out", actual, expected, **TOL,
+                           hints=_training_hints(case)), own, wrong))
     return lines
 
 
@@ -358,12 +357,12 @@ def _judge_moving(inputs, outputs):
             for name, own in (("moving_mean", own_mean), ("moving_variance", own_var)):
                 expected = _np(getattr(ref, name))
                 label, actual = f"{name} after call {step + 1}", outputs[f"{key}/step{step}/{name}"]
+                hints = [(d, h[step][name].astype(np.float32)) for d, h in mistakes
+                         if not (name == "moving_mean" and "unbiased" in d)]
                 carried_forward(
-                    label, lambda: assert_close(
-                        label, actual, expected, **TOL,
-                        hints=[(d, h[step][name].astype(np.float32)) for d, h in mistakes
-                               if not (name == "moving_mean" and "unbiased" in d)]),
-                    lambda: assert_close(label, actual, own.astype(np.float32), **TOL), wrong)
+                    label, partial(assert_close, label, actual, expected, **TOL, hints=hints),
+                    partial(assert_close, label, actual, own.astype(np.float32), **TOL)
+                    if wrong else None, wrong)
         lines.append(f"{_signature(case)}, {len(case['batches'])} training calls on "
                      f"{tuple(first.shape)} batches: moving_mean and moving_variance as "
                      "Keras's after each")
