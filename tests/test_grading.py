@@ -490,3 +490,21 @@ def test_a_wrong_node_of_the_staged_backward_costs_only_its_own_part(old, new):
         lines = _judged(f"ps2-backward.{later}", fn, ns)
         assert lines and all("given your dvar (wrong: fix it first)" in line
                              for line in lines), lines
+
+
+def test_the_committed_mistakes_measurement_keeps_the_promises():
+    """results/benchmarks/mistakes.json (read by the instructors' chapter): each mistake
+    costs its own part (and the parts it blocks), in at most two lines per test cell, with
+    no hint cut by validate; and it covers every mistake of the module."""
+    from bncourse.grading import bench, mistakes
+
+    recorded = bench.load_any(ROOT / "results" / "benchmarks" / "mistakes.json", "mistakes")
+    rows = {r["mistake"]: r for r in recorded["rows"]}
+    assert set(rows) == {m.name for m in mistakes.MISTAKES}
+    for m in mistakes.MISTAKES:
+        row = rows[m.name]
+        assert row["failed_parts"] == sorted((m.part, *m.blocks)), row
+        assert row["lines"] and all(n <= 2 for n in row["lines"].values()), row
+        assert not row["validate_cut_hints"] and not row["validate_stderr_failure"], row
+    with pytest.raises(ValueError, match="not a grading benchmark result"):
+        bench.load(ROOT / "results" / "benchmarks" / "mistakes.json")

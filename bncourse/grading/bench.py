@@ -149,17 +149,23 @@ def save(result: dict, path, *, started_load=None, benchmark: str = "grading") -
     return path
 
 
-def load(path) -> dict:
-    """A result written by :func:`save`; ``ValueError`` names what is wrong with it."""
+def load_any(path, benchmark: str) -> dict:
+    """A result of ``benchmark`` written by :func:`save`, with its rows; ``ValueError``
+    names what is wrong with it."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable grading benchmark ({e})") from e
-    if data.get("benchmark") != "grading" or not data.get("rows"):
-        raise ValueError(f"{path}: not a grading benchmark result (no 'benchmark': 'grading' "
-                         "with rows)")
+        raise ValueError(f"{path}: not a readable {benchmark} benchmark ({e})") from e
+    if data.get("benchmark") != benchmark or not data.get("rows"):
+        raise ValueError(f"{path}: not a {benchmark} benchmark result (no 'benchmark': "
+                         f"{benchmark!r} with rows)")
     return data
+
+
+def load(path) -> dict:
+    """A grading result written by :func:`save`; ``ValueError`` names what is wrong."""
+    return load_any(path, "grading")
 
 
 def format_report(result: dict) -> str:

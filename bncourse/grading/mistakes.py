@@ -215,7 +215,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown mistake(s) {', '.join(unknown)}; known: "
                      f"{', '.join(m.name for m in MISTAKES)}")
     chosen = [m for m in MISTAKES if not names or m.name in names]
-    started_load = os.getloadavg()[0]
+    started_load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bncourse-mistakes-") as tmp:
         rows = measure(Path(tmp), chosen)
     print(format_report(rows))
