@@ -166,6 +166,7 @@ class Graded:
     report: dict
     validation: dict = field(default_factory=dict)
     autograde_seconds: float = 0.0
+    autograde_log: str = ""
 
 
 def grade_class(tmp_path_factory, assignment: str, cases, cell_timeout: float,
@@ -189,7 +190,7 @@ def grade_class(tmp_path_factory, assignment: str, cases, cell_timeout: float,
     if after_submit is not None:
         after_submit(course)
     started = time.perf_counter()
-    course.nbgrader("autograde", assignment, "--create", check=False)
+    log = course.nbgrader("autograde", assignment, "--create", check=False).stderr
     seconds = time.perf_counter() - started
     course.nbgrader("generate_feedback", assignment, check=False)
     course.nbgrader("export", check=True)
@@ -202,7 +203,7 @@ def grade_class(tmp_path_factory, assignment: str, cases, cell_timeout: float,
         report = {row["student"]: row for row in csv.DictReader(f)
                   if row["assignment"] == assignment}
     return Graded(course, course.scores(assignment), course.max_points(assignment), report,
-                  validation, seconds)
+                  validation, seconds, log)
 
 
 def check_case(graded: Graded, assignment: str, case: Case):
