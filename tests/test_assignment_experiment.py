@@ -92,7 +92,9 @@ EXPERIMENT_CASES = common_cases("test_build_model") + [
                 "        keras.layers.Dense(100, activation='relu'),\n"
                 "        keras.layers.Dense(10, activation='softmax')])\n")),
             "test_build_model", 'print("ok")'),
-        failing=("test_build_model", "test_train_variant"),
+        # the model its wrong build_model makes trains well: judged as that model
+        failing=("test_build_model",),
+        feedback_contains=("note: right given your build_model, which is wrong: fix it first",),
     ),
     Case(
         "infinite_loop",

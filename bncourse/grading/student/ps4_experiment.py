@@ -137,7 +137,7 @@ def _optimizer_facts(model):
     }
 
 
-def _produce_train(fn, inputs):
+def _produce_train(fn, inputs, uses):
     import keras
 
     variant, seed = str(inputs["variant"][0]), int(inputs["seed"][0])
@@ -165,13 +165,23 @@ def _produce_train(fn, inputs):
     # never enter the sandbox
     for i, weight in enumerate(model.get_weights()):
         out[f"weights/{i:03d}"] = np.asarray(weight)
+    # for error carried forward: the layers of the student's own build_model for this
+    # variant, and the returned model's architecture as Keras's JSON (data, not code), so
+    # that a model built by a wrong build_model can be judged as that model
+    out["model_json"] = np.array(model.to_json())
+    own = uses.get("build_model")
+    if callable(own):
+        try:
+            out["own_ops"] = np.array(layer_ops(own(variant)) or [""])
+        except Exception:  # build_model's own test cell says what is wrong with it
+            pass
     return out
 
 
 PRODUCERS.add("train_visible", "train_variant('none'): history, optimizer and accuracy",
-              _train_inputs, _produce_train)
+              _train_inputs, _produce_train, depends=("build_model",))
 PRODUCERS.add("train", "train_variant('after', seed=1) within the budget",
-              _train_inputs_hidden, _produce_train)
+              _train_inputs_hidden, _produce_train, depends=("build_model",))
 
 
 # ---------------------------------------------------------------- the summary table
