@@ -508,3 +508,27 @@ def test_the_committed_mistakes_measurement_keeps_the_promises():
         assert not row["validate_cut_hints"] and not row["validate_stderr_failure"], row
     with pytest.raises(ValueError, match="not a grading benchmark result"):
         bench.load(ROOT / "results" / "benchmarks" / "mistakes.json")
+
+
+@pytest.mark.parametrize("path", sorted(SOURCES.glob("*/*.ipynb")), ids=lambda p: p.stem)
+def test_hidden_checks_are_exactly_those_in_hidden_test_blocks(path):
+    """A check is hidden (refused in a student's copy, reported without its details) by its
+    id not ending in _visible; the source notebook must agree: every check called between
+    BEGIN and END HIDDEN TESTS is hidden, every other one visible."""
+    ps = registry.problem_set(path.stem)
+    producers = registry.producers_of(ps)
+    seen = 0
+    for cell in nbformat.read(path, 4).cells:
+        if cell.cell_type != "code" or "check(" not in cell.source:
+            continue
+        inside = False
+        for line in cell.source.splitlines():
+            if "BEGIN HIDDEN TESTS" in line or "END HIDDEN TESTS" in line:
+                inside = "BEGIN" in line
+            found = re.search(r'check\("([^"]+)"', line)
+            if found:
+                seen += 1
+                assert producers[found.group(1)].hidden == inside, (found.group(1), inside)
+    assert seen >= 2 * len([c for c in nbformat.read(path, 4).cells
+                            if c.metadata.get("nbgrader", {}).get("grade")
+                            and c.cell_type == "code"])

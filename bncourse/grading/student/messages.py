@@ -91,14 +91,16 @@ def depends_on(name: str, wrong: str) -> CheckFailed:
                        hint=f"the test cell of {wrong} says what is wrong")
 
 
-def _ours(filename: str) -> bool:
-    return str(Path(filename).resolve()).startswith(_PACKAGE + "/")
+def student_frames(err: BaseException) -> list:
+    """The frames of ``err``'s traceback that are not the grader's (not in ``bncourse``)."""
+    return [f for f in traceback.extract_tb(err.__traceback__)
+            if not str(Path(f.filename).resolve()).startswith(_PACKAGE + "/")]
 
 
 def student_traceback(err: BaseException, limit: int = 6) -> list[str]:
     """The traceback of ``err`` with the grader's frames left out: the student's own frames
     (at most ``limit``, the innermost) and the exception's last line."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if not _ours(f.filename)]
+    frames = student_frames(err)
     lines = [line.rstrip("\n") for line in traceback.format_list(frames[-limit:])]
     lines += [line.rstrip("\n") for line in traceback.format_exception_only(type(err), err)]
     return [piece for line in lines for piece in line.split("\n")]

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import traceback
-from pathlib import Path
-
 import numpy as np
 
 from .calls import arrays, call, cases_of, off_centre
+from .messages import student_frames
 from .producers import ProducerRegistry
 
 PRODUCERS = ProducerRegistry("ps1-forward")
-_PACKAGE = str(Path(__file__).resolve().parents[2]) + "/"
 
 
 def _params(seed: int, d: int, dtype=np.float64):
@@ -80,12 +77,18 @@ def own_results(fn, labels: tuple, *args, **kwargs) -> dict | None:
         return None
 
 
-def raised(err: Exception) -> np.ndarray:
-    """A student's error as a string array for the judge: its type, message and line."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__)
-              if not f.filename.startswith(_PACKAGE)]
-    where = f" (line {frames[-1].lineno} of {frames[-1].name})" if frames else ""
-    return np.array(f"{type(err).__name__}: {err}"[:200] + where)
+def or_raised(produce, *args) -> dict:
+    """``produce(*args)``, or ``{"raised": ...}`` when the student's code raised (not a check's
+    own AssertionError): the error as a string array, with its line, for the judge, which
+    blames it on the student's wrong earlier functions when there are any."""
+    try:
+        return produce(*args)
+    except AssertionError:
+        raise
+    except Exception as err:
+        frames = student_frames(err)
+        where = f" (line {frames[-1].lineno} of {frames[-1].name})" if frames else ""
+        return {"raised": np.array(f"{type(err).__name__}: {err}"[:200] + where)}
 
 
 def _produce_forward(fn, inputs, uses):
@@ -94,15 +97,10 @@ def _produce_forward(fn, inputs, uses):
         stats = own_results(uses["batch_mean_var"], ("mean", "var"), a["x"])
         for k, v in (stats or {}).items():
             out[f"{group}/own_{k}"] = v
-        try:
-            result = call("batchnorm_forward", fn, a["x"], a["gamma"], a["beta"],
-                          epsilon=a["epsilon"])
-        except AssertionError:
-            raise
-        except Exception as err:  # judged with what the student's batch_mean_var returns
-            out[f"{group}/raised"] = raised(err)
-            continue
-        out[f"{group}/out"] = arrays("batchnorm_forward", result, ("out",))["out"]
+        got = or_raised(lambda a=a: {"out": arrays("batchnorm_forward", call(
+            "batchnorm_forward", fn, a["x"], a["gamma"], a["beta"], epsilon=a["epsilon"]),
+            ("out",))["out"]})
+        out.update({f"{group}/{k}": v for k, v in got.items()})
     return out
 
 
@@ -259,15 +257,12 @@ def _produce_layer(cls, inputs, uses):
 
 
 def _produce_layer_or_error(cls, inputs, uses):
-    """:func:`_produce_layer`, with an error of the student's layer handed to the judge,
-    which blames it on the student's wrong earlier functions when there are any."""
-    try:
-        return _produce_layer(cls, inputs, uses)
-    except AssertionError:
-        raise
-    except Exception as err:
-        x, steps = inputs["x"], int(inputs["steps"])
-        return {"raised": raised(err), **_own_layer(uses, x, inputs["momentum"], steps)}
+    """:func:`_produce_layer`, with an error of the student's layer handed to the judge
+    (:func:`or_raised`) next to what the student's own functions give."""
+    out = or_raised(_produce_layer, cls, inputs, uses)
+    if "raised" in out:
+        out.update(_own_layer(uses, inputs["x"], inputs["momentum"], int(inputs["steps"])))
+    return out
 
 
 def require_attr(layer, attr):
