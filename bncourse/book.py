@@ -22,15 +22,15 @@ def quick_records(name: str, *, seeds=(0,), variants=None, out_dir=None) -> list
     """Train the ``quick`` profile of experiment ``name`` now and return its records.
 
     Args:
-        name: a protocol (``"t1-mlp"``, ``"t4-cnn"``, ...) or a claim experiment
-            (``"ics"``, ``"init-scale"``, ...).
+        name: an experiment of :mod:`bncourse.experiments` (``"t1-mlp"``, ``"ics"``, ...).
         seeds: the seeds to run (default: seed 0 only, to keep a page's execution short);
             None for the profile's own seeds.
         variants: the variants to run; None for all of them.
         out_dir: where the runs are saved; by default a temporary folder that is removed
             afterwards, so nothing from an earlier build is reused.
     """
-    from bncourse.cli import experiment_configs, run_configs
+    from bncourse.experiments import experiment_configs
+    from bncourse.runner import run_configs
 
     configs = experiment_configs(name, "quick", seeds=seeds, variants=variants)
     if not configs:
@@ -50,7 +50,7 @@ def full_records(name: str, results_dir=None) -> list:
         FileNotFoundError: no results folder, or no full run of ``name`` in it.
         ValueError: an unknown experiment, or a result file that fails its checks.
     """
-    from bncourse.cli import experiment_names
+    from bncourse.experiments import experiment_names
     from bncourse.results import load_results, repository_results_dir
 
     if name not in experiment_names():
@@ -74,19 +74,23 @@ def full_records(name: str, results_dir=None) -> list:
     return records
 
 
-def verdicts_for(claim: int, records) -> list:
-    """The verdicts on claim number ``claim`` that ``records`` support (claim 12 has two)."""
-    from bncourse.claims import verdicts
+def verdicts_for(claim, records) -> list:
+    """The verdicts on claim ``claim`` that ``records`` support: ``"7"`` for one claim, or a
+    number whose parts all match (``1`` gives 1a and 1b)."""
+    from bncourse.experiments import verdicts
 
-    found = [v for v in verdicts(records) if v.claim == claim]
+    claim = str(claim)
+    found = [v for v in verdicts(records)
+             if v.claim == claim or (claim.isdigit() and v.claim.rstrip("abcdefgh") == claim)]
     if not found:
         raise ValueError(f"these records judge no verdict on claim {claim}")
     return found
 
 
 def verdict_markdown(verdict):
-    """A verdict as a page shows it: the claim, its numbers and verdict in a Markdown table,
-    then the rule that decided it (an ``IPython.display.Markdown`` object)."""
+    """A verdict as a page shows it: the claim, its numbers, each effect with its interval,
+    and the verdict in a Markdown table, then the rule that decided it and what would have
+    changed it (an ``IPython.display.Markdown`` object)."""
     from IPython.display import Markdown
 
     def cell(value) -> str:
@@ -95,5 +99,12 @@ def verdict_markdown(verdict):
     rows = [f"**Claim {verdict.claim}:** {verdict.text} (experiment `{verdict.experiment}`)",
             "", "| quantity | value |", "|---|---|"]
     rows += [f"| {cell(key)} | {cell(value)} |" for key, value in verdict.numbers.items()]
+    for e in verdict.effects:
+        i = e.interval
+        sign = ">" if e.side == "above" else "<"
+        rows.append(f"| {cell(e.label)} | {i.estimate:.3g}, interval [{i.low:.3g}, "
+                    f"{i.high:.3g}] ({cell(i.method)}); predicted {sign} {e.threshold:g}: "
+                    f"{e.outcome} |")
     rows.append(f"| **verdict on claim {verdict.claim}** | **{verdict.verdict}** |")
-    return Markdown("\n".join(rows) + f"\n\nRule: {verdict.rule}.")
+    return Markdown("\n".join(rows) + f"\n\nRule: {verdict.rule}.\n\n"
+                    f"What would have changed it: {verdict.change()}")

@@ -12,14 +12,22 @@ be stopped and resumed.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import sys
-import time
 from pathlib import Path
 
 from bncourse import data
-from bncourse.experiments import DEFAULT_PROTOCOL, PROFILES, PROTOCOLS, VARIANTS, run_config
+from bncourse.experiments import (
+    DEFAULT_PROTOCOL,
+    PROFILES,
+    VARIANTS,
+    experiment,
+    experiment_configs,
+    experiment_names,
+    protocols,
+    run_config,
+)
+from bncourse.runner import run_configs
 
 __all__ = ["main"]
 
@@ -85,137 +93,6 @@ def _writable_dir(path) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- progress
-
-
-def _duration(seconds) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
-class Progress:
-    """A progress line: the current run, its epoch, elapsed time and an ETA.
-
-    On a terminal the line is redrawn in place; elsewhere (logs, CI) a line is printed per
-    epoch.
-    """
-
-    def __init__(self, runs, stream=None):
-        self.runs = runs  # list of (label, epochs) still to train
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.start = time.monotonic()
-        self.epoch_seconds = []
-        self.index = -1
-
-    def begin(self, index):
-        self.index = index
-
-    def epoch(self, epoch, logs, seconds):
-        self.epoch_seconds.append(seconds)
-        label, epochs = self.runs[self.index]
-        remaining = epochs - (epoch + 1) + sum(e for _, e in self.runs[self.index + 1:])
-        mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
-        acc = logs.get("val_accuracy")
-        line = (f"[run {self.index + 1}/{len(self.runs)}] {label} | epoch {epoch + 1}/{epochs}"
-                + (f" | val acc {acc:.4f}" if acc is not None else "")
-                + f" | elapsed {_duration(time.monotonic() - self.start)}"
-                + f" | ETA {_duration(remaining * mean)}")
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line)
-            if remaining == 0:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def note(self, message):
-        if self.tty:
-            self.stream.write("\r\x1b[2K")
-        self.stream.write(message + "\n")
-        self.stream.flush()
-
-
-# --------------------------------------------------------------------------- running
-
-
-def run_configs(configs, out_dir, *, rerun=False, command=None, stream=None):
-    """Train every configuration that has no saved result yet; return all their records."""
-    from bncourse.experiments import prepare_data, train_run
-    from bncourse.results import check_result, make_record, result_path, save_record
-
-    stream = stream or sys.stderr
-    records, todo = [], []
-    for config in configs:
-        path = result_path(out_dir, config)
-        if path.exists() and not rerun:
-            check = check_result(path)
-            if check.ok:
-                records.append(check.record)
-                continue
-            stream.write(f"{path}: {'; '.join(check.problems)}; running it again\n")
-        todo.append(config)
-    if len(records):
-        stream.write(f"{len(records)} run(s) already saved in {out_dir}, skipped "
-                     "(use --rerun to run them again)\n")
-    progress = Progress(
-        [(f"{c['experiment']} {'bn=' + c['bn'] if 'bn' in c else c['variant']} seed={c['seed']}",
-      c.get("epochs", 1)) for c in todo],
-        stream,
-    )
-    from bncourse.claims import CLAIMS
-
-    arrays_cache = {}
-    for i, config in enumerate(todo):
-        progress.begin(i)
-        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        if config["experiment"] in CLAIMS:
-            outcome = CLAIMS[config["experiment"]].train(config, on_epoch=progress.epoch)
-        else:
-            key = (config["dataset"], config["model"], str(config["subset"]),
-                   str(config["validation"]))
-            if key not in arrays_cache:
-                arrays_cache.clear()  # keep one dataset in memory at a time
-                arrays_cache[key] = prepare_data(config)
-            outcome = train_run(config, on_epoch=progress.epoch, arrays=arrays_cache[key])
-        record = make_record(config, outcome, command=command, started=started)
-        path = save_record(record, out_dir)
-        accuracy = record.get("test", {}).get("accuracy")
-        progress.note(f"saved {path}" + (f" (test accuracy {accuracy:.4f})" if accuracy is not None
-                                         else ""))
-        records.append(record)
-    return records
-
-
-def experiment_names() -> list:
-    """Every registered experiment: the tutorials' protocols, then the claim experiments."""
-    from bncourse.claims import CLAIMS
-
-    return [*PROTOCOLS, *CLAIMS]
-
-
-def experiment_configs(name: str, profile: str, *, seeds=None, variants=None) -> list:
-    """Every run of experiment ``name`` (a protocol or a claim experiment) in ``profile``,
-    seed by seed; ``seeds`` and ``variants`` keep only those (None: all of them)."""
-    from bncourse.claims import CLAIMS, claim_configs
-
-    if name in CLAIMS:
-        configs = claim_configs(CLAIMS[name], profile)
-    elif name in PROTOCOLS:
-        protocol = PROTOCOLS[name]
-        configs = [run_config(protocol, bn, seed, profile)
-                   for seed in protocol.seeds for bn in protocol.variants]
-    else:
-        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(experiment_names())}")
-    return [c for c in configs
-            if (seeds is None or c["seed"] in seeds)
-            and (variants is None or c.get("variant", c.get("bn")) in variants)]
-
-
 def _dataset_available(name) -> str | None:
     """None if the dataset can be loaded here, else why not (one line)."""
     try:
@@ -232,7 +109,7 @@ def cmd_compare(args, out=None):
     out = out or sys.stdout
     from bncourse.results import format_table, summarize
 
-    protocol = PROTOCOLS[DEFAULT_PROTOCOL[args.model]]
+    protocol = protocols()[DEFAULT_PROTOCOL[args.model]]
     variants = args.bn or list(protocol.variants)
     dataset = args.dataset or protocol.dataset
     out_dir = _writable_dir(args.out)
@@ -260,29 +137,29 @@ def cmd_reproduce(args, out=None):
     out = out or sys.stdout
     from bncourse.results import format_table, summarize
 
-    from bncourse.claims import CLAIMS, format_verdicts, verdicts
+    from bncourse.experiments import verdicts
+    from bncourse.verdicts import format_verdicts
 
     names = args.only or experiment_names()
     out_dir = _writable_dir(args.out or ("results" if args.profile == "full" else "runs/quick"))
     all_records = []
     for name in names:
-        if name in CLAIMS:
-            title = CLAIMS[name].title
-        else:
-            missing = _dataset_available(PROTOCOLS[name].dataset)
-            if missing:
-                out.write(f"skipped {name}: {missing}\n")
-                continue
-            title = PROTOCOLS[name].title
+        e = experiment(name)
+        missing = _dataset_available(e.dataset)
+        if missing:
+            out.write(f"skipped {name}: {missing}\n")
+            continue
+        title = e.title
         configs = experiment_configs(name, args.profile)
         out.write(f"{name}: {title}, {len(configs)} run(s)\n")
         out.flush()
         all_records += run_configs(configs, out_dir, rerun=args.rerun,
                                    command=["bncourse", *args.argv])
-    if any(r["config"]["experiment"] in PROTOCOLS for r in all_records):
+    if any(r["config"]["experiment"] in protocols() for r in all_records):
         out.write(format_table(summarize(all_records)) + "\n")
-    if any(r["config"]["experiment"] in CLAIMS for r in all_records):
-        out.write(format_verdicts(verdicts(all_records)) + "\n")
+    items = verdicts(all_records)
+    if items:
+        out.write(format_verdicts(items) + "\n")
     return 0
 
 
@@ -296,11 +173,15 @@ def cmd_report(args, out=None):
         raise CommandError(f"{str(directory)!r} is not a directory of results")
     records, bad = load_results(directory)
     if args.claims:
-        from bncourse.claims import VERDICTS_FILE, format_verdicts, verdicts
+        from bncourse.experiments import verdicts
         from bncourse.plotting import save_claim_figures
+        from bncourse.verdicts import VERDICTS_FILE, format_verdicts
 
-        items = verdicts(records)
+        pending = []
+        items = verdicts(records, pending=pending)
         out.write(format_verdicts(items) + "\n")
+        for name, why in pending:
+            out.write(f"not judged yet: {name}: {why}\n")
         verdicts_file = directory / VERDICTS_FILE
         if items:
             verdicts_file.write_text(format_verdicts(items) + "\n")
@@ -370,8 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="full (default) or quick")
     reproduce.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",")],
                            default=None, help="comma-separated experiment names: the "
-                           "tutorials' protocols (" + ", ".join(PROTOCOLS) + ") and the claims "
-                           "experiments (see bncourse.claims)")
+                           "experiments of bncourse.experiments (default: all of them)")
     _add_output_options(reproduce, None, "results/ for full, runs/quick/ for quick")
     reproduce.set_defaults(func=cmd_reproduce)
 
@@ -402,9 +282,7 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         args.argv = argv
         if getattr(args, "only", None):
-            from bncourse.claims import CLAIMS
-
-            known = [*PROTOCOLS, *CLAIMS]
+            known = experiment_names()
             unknown = [n for n in args.only if n not in known]
             if unknown:
                 raise CommandError(f"bncourse reproduce: unknown experiment(s) {', '.join(unknown)}; "

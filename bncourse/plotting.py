@@ -188,8 +188,9 @@ def save_report_figures(records, out_dir) -> list:
 
     matplotlib.use("Agg")
 
-    from bncourse.experiments import PROTOCOLS
+    from bncourse.experiments import protocols
 
+    PROTOCOLS = protocols()
     groups = {}
     for r in records:
         c = r["config"]
@@ -218,7 +219,10 @@ CLAIM_STYLE = {
     "raw": (PALETTE["vermillion"], "raw [0, 255]"), "unit": (PALETTE["blue"], "[0, 1]"),
     "standard": (PALETTE["bluish green"], "standardised"),
     "m0.99": (PALETTE["blue"], "momentum 0.99"), "m0.9": (PALETTE["orange"], "momentum 0.9"),
+    "frozen": (PALETTE["black"], "control: hidden layers frozen"),
 }
+OUTCOME_COLOURS = {"supported": PALETTE["bluish green"], "inconclusive": PALETTE["grey"],
+                   "contradicted": PALETTE["vermillion"]}
 
 
 def _claim_groups(records, key=None):
@@ -241,7 +245,7 @@ def plot_ics(records, ax=None):
         ax.plot(steps, p[:, 1], color=color, lw=1.8, label=f"{label}: median, 15th-85th band")
     ax.set_xlabel("training step")
     ax.set_ylabel("input of one sigmoid unit")
-    ax.set_title("Claim 1: a unit's input distribution during training", fontsize=10)
+    ax.set_title("Claim 1a: a unit's input distribution during training", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
@@ -352,7 +356,8 @@ def plot_inference_stats(records, ax=None):
     ax.set_xticks(range(len(keys)), labels, fontsize=8)
     ax.set_ylabel("test accuracy (inference mode)")
     ax.set_ylim(0, 1)
-    ax.set_title("Claim 12: BN's moving statistics against recomputed ones", fontsize=10)
+    ax.set_title("Claims 12a and 12b: BN's moving statistics against recomputed ones",
+                 fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return ax
@@ -399,11 +404,49 @@ def plot_small_batch(records, ax=None):
     ax.set_xticks(sizes, [str(b) for b in sizes])
     ax.set_xlabel("batch size")
     ax.set_ylabel("test accuracy (inference mode)")
-    ax.set_title("Claim 12: small batches, BN against batch-independent normalisations",
+    ax.set_title("Claim 12c: small batches, BN against batch-independent normalisations",
                  fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_verdict(verdict, ax=None):
+    """A verdict's evidence in one panel: each effect on its own row, one dot per seed (or
+    run), its interval as a bar coloured by its outcome, and the rule's threshold as a
+    vertical line."""
+    ax = _axes(ax)
+    for row, e in enumerate(reversed(verdict.effects)):
+        i = e.interval
+        colour = OUTCOME_COLOURS[e.outcome]
+        finite = [v for v in (i.low, i.high) if np.isfinite(v)]
+        low = i.low if np.isfinite(i.low) else min(finite + list(i.values))
+        high = i.high if np.isfinite(i.high) else max(finite + list(i.values))
+        ax.plot([low, high], [row, row], color=colour, lw=6, alpha=0.55, solid_capstyle="butt",
+                label=f"interval: {e.outcome}" if row == 0 or e.outcome != verdict.effects[
+                    len(verdict.effects) - row].outcome else None)
+        offsets = np.linspace(-0.15, 0.15, len(i.values)) if len(i.values) > 1 else [0.0]
+        ax.scatter(i.values, row + np.asarray(offsets), s=18, color="black", zorder=3,
+                   label="one seed" if row == 0 else None)
+        ax.plot([i.estimate], [row], marker="|", ms=16, mew=2, color="black")
+        ax.axvline(e.threshold, ymin=(row + 0.1) / len(verdict.effects),
+                   ymax=(row + 0.9) / len(verdict.effects), color=PALETTE["black"], ls="--",
+                   lw=1.2, label="the rule's threshold" if row == 0 else None)
+    labels = [_wrap(e.label, 46) for e in reversed(verdict.effects)]
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylim(-0.6, len(labels) - 0.4)
+    ax.set_title(f"Claim {verdict.claim}: {verdict.verdict}", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+    return ax
+
+
+def _wrap(text, width):
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 CLAIM_FIGURES = {
@@ -419,14 +462,18 @@ CLAIM_FIGURES = {
 
 
 def save_claim_figures(records, out_dir) -> list:
-    """One figure per claim experiment with results (full profile preferred), PNG and SVG."""
+    """One figure per claim experiment with results (full profile preferred), and one per
+    verdict (:func:`plot_verdict`), PNG and SVG."""
     import matplotlib
 
     matplotlib.use("Agg")
+    from bncourse.experiments import verdicts
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
+    for v in verdicts(records):
+        paths += _save(plot_verdict(v), out_dir / f"verdict-claim{v.claim}")
     for name, (stem, plot) in CLAIM_FIGURES.items():
         runs = [r for r in records if r["config"]["experiment"] == name]
         profiles = {r["config"]["profile"] for r in runs}

@@ -18,7 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bncourse.experiments import PROTOCOLS, config_hash, run_config
+from bncourse.experiments import config_hash, experiment, experiment_names, protocols, run_config
+from bncourse.experiments.common import steady_epoch_seconds
+from bncourse.stats import mean_std
 
 __all__ = [
     "Check",
@@ -99,7 +101,7 @@ def provenance_now(command=None) -> dict:
 
 def make_record(config: dict, outcome: dict, *, command=None, started=None) -> dict:
     """A result record: configuration, outcome of :func:`train_run`, and provenance."""
-    protocol = PROTOCOLS.get(config["experiment"])
+    protocol = protocols().get(config["experiment"])
     provenance = {
         **provenance_now(command),
         "started": started,
@@ -159,22 +161,20 @@ def check_result(path) -> Check:
         problems.append("its config_hash does not match its configuration")
     if path.name != result_path(".", config).name:
         problems.append(f"misnamed: expected {result_path('.', config).name}")
-    from bncourse.claims import CLAIMS, claim_configs
-
-    if config.get("experiment") in CLAIMS:
-        experiment = CLAIMS[config["experiment"]]
+    name = config.get("experiment")
+    if name not in experiment_names():
+        problems.append(f"stale: experiment {name!r} is no longer defined")
+    elif experiment(name).protocol is None:
         try:
-            current = claim_configs(experiment, config.get("profile"))
+            current = experiment(name).configs(config.get("profile"))
         except ValueError as e:
             current = []
             problems.append(f"stale: {e}")
         if current and config not in current:
-            problems.append("stale: the claim experiment's definition changed since this run")
-    elif config.get("experiment") not in PROTOCOLS:
-        problems.append(f"stale: experiment {config.get('experiment')!r} is no longer defined")
+            problems.append("stale: the experiment's definition changed since this run")
     else:
         try:
-            current = run_config(config["experiment"], config["bn"], config["seed"],
+            current = run_config(experiment(name).protocol, config["bn"], config["seed"],
                                  config["profile"], epochs=config["epochs"],
                                  dataset=config["dataset"])
         except (KeyError, ValueError) as e:
@@ -228,18 +228,6 @@ def epochs_to_fraction(val_accuracy, fraction: float = 0.9):
     return len(val_accuracy)
 
 
-def steady_epoch_seconds(record) -> list:
-    """Seconds of each training epoch but the first, which also compiles the training step."""
-    seconds = record["epoch_seconds"]
-    return seconds[1:] if len(seconds) > 1 else seconds
-
-
-def _mean_std(values):
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return mean, std
-
-
 def summarize(records):
     """Rows of the comparison table, one per (experiment, profile, dataset, epochs, variant).
 
@@ -251,8 +239,8 @@ def summarize(records):
     groups = {}
     for r in records:
         c = r["config"]
-        if c["experiment"] not in PROTOCOLS:
-            continue  # claim experiments have verdicts instead (bncourse.claims)
+        if c["experiment"] not in protocols():
+            continue  # the other experiments have verdicts instead (bncourse.verdicts)
         key = (c["experiment"], c["profile"], c["dataset"], c["model"], c["epochs"])
         groups.setdefault(key, {}).setdefault(c["bn"], []).append(r)
     rows = []
@@ -265,7 +253,7 @@ def summarize(records):
         }
         for bn in sorted(variants, key=order.get):
             runs = sorted(variants[bn], key=lambda r: r["config"]["seed"])
-            acc_mean, acc_std = _mean_std([r["test"]["accuracy"] for r in runs])
+            acc_mean, acc_std = mean_std([r["test"]["accuracy"] for r in runs])
             rows.append({
                 "experiment": key[0], "profile": key[1], "dataset": key[2], "model": key[3],
                 "epochs": key[4], "bn": bn, "seeds": [r["config"]["seed"] for r in runs],

@@ -1,4 +1,4 @@
-"""The course's experiments: protocols, run configurations, and training one run.
+"""The tutorials' protocols: run configurations, and training one run.
 
 A :class:`Protocol` is an experiment as a tutorial describes it (model, data, optimizer,
 batch size, epochs, validation split), with a ``full`` profile (the protocol as written)
@@ -22,8 +22,8 @@ import numpy as np
 from bncourse import data
 
 __all__ = [
-    "PROTOCOLS",
     "Protocol",
+    "cnn_protocol",
     "config_hash",
     "describe_optimizer",
     "prepare_data",
@@ -87,10 +87,7 @@ class Protocol:
     test_every_epoch: bool = False
 
 
-_T1_DECAY = 1e-6
-
-
-def _cnn_protocol(name, data_title, source, dataset, variants, note=None, test_every_epoch=False):
+def cnn_protocol(name, data_title, source, dataset, variants, note=None, test_every_epoch=False):
     """The T3/T4 protocol: the tutorials' CNN, Adam defaults, batch 250, 25 epochs, and
     ``validation_split=0.2`` (the last 20% of the training images)."""
     return Protocol(
@@ -110,63 +107,6 @@ def _cnn_protocol(name, data_title, source, dataset, variants, note=None, test_e
     )
 
 
-PROTOCOLS = {
-    p.name: p
-    for p in [
-        Protocol(
-            name="t1-mlp",
-            title="MLP 300-200-100 on Fashion-MNIST, SGD with Nesterov momentum (T1)",
-            source="T1",
-            model="mlp",
-            dataset="fashion_mnist",
-            variants=VARIANTS,
-            seeds=(0, 1, 2),
-            optimizer={
-                "class": "SGD",
-                "learning_rate": {
-                    "schedule": "InverseTimeDecay",
-                    "initial_learning_rate": 0.01,
-                    "decay_steps": 1,
-                    "decay_rate": _T1_DECAY,
-                },
-                "momentum": 0.9,
-                "nesterov": True,
-            },
-            legacy={
-                "arguments": "SGD(lr=0.01, momentum=0.9, nesterov=True, decay=1e-6)",
-                "translation": [
-                    "lr=0.01 -> learning_rate (Keras 3 has no lr= argument)",
-                    "decay=1e-6 -> learning_rate=InverseTimeDecay(initial_learning_rate=0.01, "
-                    "decay_steps=1, decay_rate=1e-6): the old decay set the rate at step t "
-                    "to lr / (1 + decay * t), which is that schedule",
-                ],
-            },
-            batch_size=32,
-            epochs=60,
-            validation={"validation": 5000, "method": "head", "keep_in_train": True},
-            quick={"train": 6000, "test": 2000, "epochs": 3},
-        ),
-        _cnn_protocol("t4-cnn", "Fashion-MNIST", "T3/T4", "fashion_mnist", VARIANTS),
-        _cnn_protocol("t4-cnn-mnist", "MNIST", "T4", "mnist", ("none", "after"),
-                      note="T4's own dataset", test_every_epoch=True),
-        _cnn_protocol("t3-cnn-kmnist", "KMNIST", "T3", "kmnist", ("none", "after"),
-                      note="T3's dataset"),
-        Protocol(
-            name="small",
-            title="Dense 32 on 8x8 images (64 inputs), Adam (T2's toy model)",
-            source="T2",
-            model="small",
-            dataset="fashion_mnist",
-            variants=VARIANTS,
-            seeds=(0, 1, 2),
-            optimizer={"class": "Adam"},
-            batch_size=32,
-            epochs=10,
-            validation={"validation": 0.2, "method": "tail", "keep_in_train": False},
-            quick={"train": 6000, "test": 2000, "epochs": 3},
-        ),
-    ]
-}
 # The protocol `bncourse compare --model M` follows.
 DEFAULT_PROTOCOL = {"mlp": "t1-mlp", "cnn": "t4-cnn", "small": "small"}
 
@@ -181,17 +121,15 @@ def run_config(protocol, variant: str, seed: int, profile: str = "full", *, epoc
     """The complete configuration of one run, as plain JSON-able values.
 
     Args:
-        protocol: a :class:`Protocol` or its name.
+        protocol: a :class:`Protocol` (an experiment's, see :mod:`bncourse.experiments`).
         variant: 'none', 'before' or 'after'.
         seed: the run's seed.
         profile: 'full' (the protocol as written) or 'quick'.
         epochs: overrides the profile's number of epochs.
         dataset: overrides the protocol's dataset.
     """
-    if isinstance(protocol, str):
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown experiment {protocol!r}; known: {', '.join(PROTOCOLS)}")
-        protocol = PROTOCOLS[protocol]
+    if not isinstance(protocol, Protocol):
+        raise TypeError(f"protocol must be a Protocol, got {type(protocol).__name__}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown BN variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     if profile not in PROFILES:

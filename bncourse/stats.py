@@ -1,0 +1,93 @@
+"""Summaries over seeds and the intervals that verdicts are taken on.
+
+Pure functions of plain numbers; nothing here knows about BN or Keras. An effect is measured
+once per seed (for two variants run with the same seed, as a paired difference), and its
+mean gets a Student-t confidence interval over the seeds: with three seeds the interval is
+the mean ± 4.30 standard errors, with five ± 2.78, which is what a few seeds can say.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+__all__ = ["CONFIDENCE", "Interval", "binomial_interval", "mean_std", "t_interval"]
+
+CONFIDENCE = 0.95
+
+
+def mean_std(values) -> tuple:
+    """Mean and sample standard deviation (0.0 for a single value)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std: expected at least one value, got none")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its confidence interval, from ``values`` (one per seed or run).
+
+    Attributes:
+        estimate: the point estimate (the mean, or a proportion).
+        low, high: the interval's ends.
+        values: the measurements it was computed from, in seed order.
+        method: how, in words (for verdict lines and captions).
+    """
+
+    estimate: float
+    low: float
+    high: float
+    values: tuple
+    method: str
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def __str__(self):
+        return f"{self.estimate:.4g} [{self.low:.4g}, {self.high:.4g}]"
+
+
+def t_interval(values, confidence: float = CONFIDENCE) -> Interval:
+    """Mean of ``values`` with a two-sided Student-t interval over them.
+
+    A single value gives an interval of infinite width: one seed cannot tell an effect from
+    noise. Equal values give a zero-width interval at their mean.
+    """
+    from scipy import stats as _stats
+
+    values = tuple(float(v) for v in values)
+    if not values:
+        raise ValueError("t_interval: expected at least one value, got none")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"t_interval: expected finite values, got {values}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n = len(values)
+    mean, std = mean_std(values)
+    if n == 1:
+        low, high = -math.inf, math.inf
+    else:
+        half = float(_stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+        low, high = mean - half, mean + half
+    return Interval(mean, low, high, values,
+                    f"mean over {n} seeds, {confidence:.0%} t-interval")
+
+
+def binomial_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -> Interval:
+    """A proportion with its exact (Clopper-Pearson) interval: the low end is 0 exactly when
+    nothing happened, and above 0 as soon as one trial succeeded."""
+    from scipy import stats as _stats
+
+    if not 0 <= successes <= trials or trials < 1:
+        raise ValueError(f"expected 0 <= successes <= trials and trials >= 1, "
+                         f"got {successes} of {trials}")
+    alpha = 1.0 - confidence
+    low = 0.0 if successes == 0 else float(_stats.beta.ppf(alpha / 2, successes,
+                                                           trials - successes + 1))
+    high = 1.0 if successes == trials else float(_stats.beta.ppf(1 - alpha / 2, successes + 1,
+                                                                 trials - successes))
+    values = (1.0,) * successes + (0.0,) * (trials - successes)
+    return Interval(successes / trials, low, high, values,
+                    f"{successes} of {trials} runs, {confidence:.0%} Clopper-Pearson interval")
