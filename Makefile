@@ -75,9 +75,11 @@ test: setup lint
 	$(PY) -m pytest
 	KERAS_BACKEND=jax $(PY) -m pytest -m keras_backend
 
-# The lint's rules (bugs, not taste) are in pyproject.toml's [tool.ruff].
+# The lint's rules (bugs, not taste) are in pyproject.toml's [tool.ruff]; the package's layers
+# (which module may import which) in its [tool.importlinter].
 lint: setup
 	$(VENV)/bin/ruff check bncourse tests
+	$(VENV)/bin/lint-imports
 
 # Everything but the tests marked slow: for a quick check while working.
 test-fast: setup lint

@@ -101,7 +101,8 @@ def test_saved_runs_are_skipped_and_an_interrupted_run_resumes(tiny_data, tmp_pa
 
 def test_same_configuration_same_history(tiny_data):
     """Seeded and deterministic: one quick configuration trained twice gives equal numbers."""
-    config = experiments.run_config("t4-cnn", "after", seed=3, profile="quick", epochs=2)
+    config = experiments.run_config(experiments.protocols()["t4-cnn"], "after", seed=3,
+                                    profile="quick", epochs=2)
     first = experiments.train_run(config)
     second = experiments.train_run(config)
     assert first["history"] == second["history"]
@@ -115,7 +116,7 @@ def test_reproduce_quick_runs_every_variant_and_seed(tiny_data, tmp_path, capsys
     code, stdout, stderr = run_cli(
         ["reproduce", "--profile", "quick", "--only", "small", "--out", str(out)], capsys)
     assert code == 0, stderr
-    protocol = experiments.PROTOCOLS["small"]
+    protocol = experiments.protocols()["small"]
     assert len(list(out.rglob("*.json"))) == len(protocol.variants) * len(protocol.seeds)
     records, bad = load_results(out)
     assert not bad and {r["config"]["profile"] for r in records} == {"quick"}
@@ -182,8 +183,14 @@ def test_a_hand_edited_result_is_reported(tiny_data, tmp_path, capsys):
 def test_a_result_of_an_older_definition_is_stale(tiny_data, tmp_path, capsys, monkeypatch):
     out, path = _saved(tiny_data, tmp_path, capsys)
     assert check_result(path).ok
-    changed = experiments.Protocol(**{**experiments.PROTOCOLS["small"].__dict__, "batch_size": 64})
-    monkeypatch.setitem(experiments.PROTOCOLS, "small", changed)
+    import dataclasses
+
+    from bncourse.experiments import registry
+
+    small = experiments.experiment("small")
+    changed = dataclasses.replace(small.protocol, batch_size=64)
+    monkeypatch.setitem(registry._registry(), "small",
+                        dataclasses.replace(small, protocol=changed))
     problems = check_result(path).problems
     assert problems == ["stale: the experiment's definition changed since this run "
                         "(differs in batch_size)"]
@@ -257,13 +264,12 @@ def test_compare_without_the_data_fails_in_one_line_before_training(tmp_path, ca
 
 
 def test_experiment_configs_cover_protocols_and_claims_and_narrow():
-    from bncourse.cli import experiment_configs, experiment_names
-    from bncourse.experiments import PROTOCOLS
+    from bncourse.experiments import experiment_configs, experiment_names, protocols
 
     assert "t1-mlp" in experiment_names() and "ics" in experiment_names()
     t1 = experiment_configs("t1-mlp", "full")
     assert [(c["seed"], c["bn"]) for c in t1][:3] == [(0, "none"), (0, "before"), (0, "after")]
-    protocol = PROTOCOLS["t1-mlp"]
+    protocol = protocols()["t1-mlp"]
     assert len(t1) == len(protocol.seeds) * len(protocol.variants) > 1
     narrowed = experiment_configs("t1-mlp", "quick", seeds=(1,), variants=("after",))
     assert [(c["seed"], c["bn"], c["profile"]) for c in narrowed] == [(1, "after", "quick")]

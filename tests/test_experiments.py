@@ -8,7 +8,15 @@ import pytest
 import keras
 
 from bncourse import experiments, plotting, results
-from bncourse.experiments import PROTOCOLS, config_hash, run_config
+from bncourse.experiments import config_hash, experiment, protocols
+from bncourse.experiments import run_config as _run_config
+
+PROTOCOLS = protocols()
+
+
+def run_config(name, *args, **kwargs):
+    """run_config with the protocol named, as the tests read best."""
+    return _run_config(experiment(name).protocol, *args, **kwargs)
 
 
 def test_full_profile_is_the_tutorial_protocol():
@@ -54,7 +62,7 @@ def test_bad_configurations(args, match):
 def test_decay_translates_to_inverse_time_decay():
     """Keras 3 dropped decay=; the old rule lr / (1 + decay * t) is InverseTimeDecay."""
     spec = PROTOCOLS["t1-mlp"].optimizer
-    optimizer = experiments._make_optimizer(spec)
+    optimizer = experiments.protocol._make_optimizer(spec)
     assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
     for step in (0, 1000, 100_000):
         optimizer.iterations.assign(step)
@@ -69,7 +77,7 @@ def test_decay_translates_to_inverse_time_decay():
 
 def test_downsampling_for_the_small_model():
     x = np.arange(2 * 28 * 28, dtype=np.float32).reshape(2, 28, 28)
-    small = experiments._downsample_8x8(x)
+    small = experiments.protocol._downsample_8x8(x)
     assert small.shape == (2, 64)
     assert small[0, 0] == pytest.approx(x[0, 2:5, 2:5].mean())
     assert small[1, 63] == pytest.approx(x[1, 23:26, 23:26].mean())

@@ -41,6 +41,6 @@ EXPERIMENTS = (Experiment(
     title="Six-layer MLP, with and without BN and a frozen control, initial weights at 0.01x "
     "to 100x He",
     configs=settings_configs(NAME, variants=sweep.VARIANTS, settings=sweep.SETTINGS,
-                             seeds={"quick": (0,), "full": (0, 1, 2)},
+                             seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)},
                              sweep=("init_scale", SCALES)),
     train=sweep.train, claims=("4",), judge=judge),)

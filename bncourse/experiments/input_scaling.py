@@ -129,6 +129,6 @@ EXPERIMENTS = (Experiment(
     configs=settings_configs(
         NAME, variants=("raw", "unit", "standard"),
         settings={"quick": {"train": 2000, "epochs": 1}, "full": {"train": 10000, "epochs": 5}},
-        seeds={"quick": (0,), "full": (0, 1, 2)},
+        seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)},
         sweep=("init_gain", {"quick": [1.0, 1.5], "full": [1.0, 1.5]})),
     train=train, claims=("11",), judge=judge),)

@@ -49,6 +49,6 @@ EXPERIMENTS = (Experiment(
     title="Six-layer MLP, with and without BN and a frozen control, plain SGD at learning "
     "rates 0.001 to 10",
     configs=settings_configs(NAME, variants=sweep.VARIANTS, settings=sweep.SETTINGS,
-                             seeds={"quick": (0,), "full": (0, 1, 2)},
+                             seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)},
                              sweep=("learning_rate", RATES)),
     train=sweep.train, claims=("6",), judge=judge),)

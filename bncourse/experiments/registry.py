@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
@@ -98,11 +99,10 @@ def settings_configs(name, *, variants, settings, seeds, version=1, sweep=None):
 
 @functools.cache
 def _registry() -> dict:
-    import bncourse.experiments as package
-
+    package = __name__.rpartition(".")[0]  # bncourse.experiments, without importing it here
     found = {}
-    for module in pkgutil.iter_modules(package.__path__):
-        mod = importlib.import_module(f"{package.__name__}.{module.name}")
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        mod = importlib.import_module(f"{package}.{module.name}")
         for e in getattr(mod, "EXPERIMENTS", ()):
             if e.name in found:
                 raise RuntimeError(f"experiment {e.name!r} is defined twice")
