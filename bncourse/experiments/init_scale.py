@@ -17,13 +17,10 @@ def judge(runs):
     seeds = sorted(set(tab["none"]) & set(tab["bn"]))
     diff = [len(sweep.trained_values(tab, "bn", s)) - len(sweep.trained_values(tab, "none", s))
             for s in seeds]
-    numbers = {f"best validation accuracy by weight scale (x He), {label}":
-               sweep.row(sweep.mean_by_value(tab, v))
-               for v, label in (("none", "no BN"), ("bn", "BN"),
-                                ("frozen", "control (hidden layers frozen)"))}
-    for v, label in (("none", "no BN"), ("bn", "BN")):
-        numbers[f"scales that train, {label}, by seed"] = ", ".join(
-            str(len(sweep.trained_values(tab, v, s))) for s in seeds)
+    numbers = sweep.accuracy_rows(tab, "weight scale (x He)")
+    for label, text in sweep.by_seed(
+            tab, lambda v, s: str(len(sweep.trained_values(tab, v, s)))).items():
+        numbers[f"scales that train, {label}, by seed"] = text
     return [verdict(
         "4", "BN makes the network less sensitive to the initial weights", NAME,
         [effect(f"swept scales at which the network trains, BN minus no BN (of "

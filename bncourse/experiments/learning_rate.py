@@ -24,14 +24,14 @@ def judge(runs):
     values = sorted(tab["bn"][seeds[0]])
     diff = [largest_step(tab, "bn", s, values) - largest_step(tab, "none", s, values)
             for s in seeds]
-    numbers = {f"best validation accuracy by learning rate, {label}":
-               sweep.row(sweep.mean_by_value(tab, v))
-               for v, label in (("none", "no BN"), ("bn", "BN"),
-                                ("frozen", "control (hidden layers frozen)"))}
-    for v, label in (("none", "no BN"), ("bn", "BN")):
-        numbers[f"largest learning rate that trains, {label}, by seed"] = ", ".join(
-            f"{values[i]:g}" if i >= 0 else "none" for i in
-            (largest_step(tab, v, s, values) for s in seeds))
+    numbers = sweep.accuracy_rows(tab, "learning rate")
+
+    def largest(v, s):
+        i = largest_step(tab, v, s, values)
+        return f"{values[i]:g}" if i >= 0 else "none"
+
+    for label, text in sweep.by_seed(tab, largest).items():
+        numbers[f"largest learning rate that trains, {label}, by seed"] = text
     return [verdict(
         "6", "BN allows higher learning rates", NAME,
         [effect("largest learning rate that trains, BN minus no BN, in steps of the sweep "

@@ -101,14 +101,24 @@ def checked_table(records, key, claim) -> dict:
     return tab
 
 
-def row(values: dict) -> str:
-    return ", ".join(f"{k:g}: {np.mean(v):.2f}" for k, v in sorted(values.items()))
+LABELS = {"none": "no BN", "bn": "BN", "frozen": "control (hidden layers frozen)"}
 
 
-def mean_by_value(tab, variant) -> dict:
-    """{swept value: [best validation accuracy per seed]} of one variant."""
-    out = {}
-    for runs in tab[variant].values():
-        for value, acc in runs.items():
-            out.setdefault(value, []).append(acc)
-    return out
+def accuracy_rows(tab, what) -> dict:
+    """The verdict's context: mean best validation accuracy at each swept value, by variant
+    ("0.01: 0.85, 1: 0.86, ...")."""
+    rows = {}
+    for variant, label in LABELS.items():
+        by_value = {}
+        for runs in tab[variant].values():
+            for value, acc in runs.items():
+                by_value.setdefault(value, []).append(acc)
+        rows[f"best validation accuracy by {what}, {label}"] = ", ".join(
+            f"{k:g}: {np.mean(v):.2f}" for k, v in sorted(by_value.items()))
+    return rows
+
+
+def by_seed(tab, describe) -> dict:
+    """{seed: describe(variant, seed)} for BN and no BN, as text per variant."""
+    seeds = sorted(set(tab["none"]) & set(tab["bn"]))
+    return {LABELS[v]: ", ".join(describe(v, s) for s in seeds) for v in ("none", "bn")}

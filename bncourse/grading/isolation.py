@@ -48,7 +48,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 # The modules of the package a sandbox may see: what runs next to student code.
 STUDENT_VIEW = ("__init__.py", "matplotlibrc", "grading/__init__.py", "grading/student")
 # Module files a problem set may also import (``ProblemSet.allowed``), by module name.
-ALLOWED_FILES = {"bncourse.data": "data.py"}
+ALLOWED_FILES = {"bncourse.data": "data.py", "bncourse.data_files": "data_files.py"}
 FRAMEWORK_PACKAGES = ("keras", "tensorflow", "tensorflow_io_gcs_filesystem", "jax",
                       "jaxlib", "tf_keras", "torch", "flax", "ml_dtypes_keras")
 UID_BASE = 61000
