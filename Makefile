@@ -90,9 +90,10 @@ bench: setup
 	$(PY) -m bncourse.bench
 
 # The course's full experiments into results/, resumable: finished runs are skipped. Hours on
-# 2 CPU cores; stop it at any time and run it again to go on.
+# 2 CPU cores; stop it at any time and run it again to go on. SCHEDULER=tcp://HOST:PORT
+# spreads the runs over that dask.distributed cluster's workers.
 reproduce: setup
-	$(VENV)/bin/bncourse reproduce --profile full
+	$(VENV)/bin/bncourse reproduce --profile full $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 	$(VENV)/bin/bncourse report results --claims
 
 # The nbgrader course (assignments/). nbgrader reads its configuration from the current

@@ -27,7 +27,7 @@ from bncourse.experiments import (
     protocols,
     run_config,
 )
-from bncourse.runner import run_configs
+from bncourse.runner import SchedulerError, reproduce_configs, run_configs
 
 __all__ = ["main"]
 
@@ -78,6 +78,15 @@ def _positive_int(text: str):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _scheduler_address(text: str) -> str:
+    scheme, _, rest = text.partition("://")
+    host, _, port = rest.rpartition(":")
+    if not (scheme and host and port.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"expected a dask scheduler address such as tcp://HOST:8786, got {text!r}")
+    return text
 
 
 def _writable_dir(path) -> Path:
@@ -142,24 +151,32 @@ def cmd_reproduce(args, out=None):
 
     names = args.only or experiment_names()
     out_dir = _writable_dir(args.out or ("results" if args.profile == "full" else "runs/quick"))
-    all_records = []
+    configs = []
     for name in names:
         e = experiment(name)
         missing = _dataset_available(e.dataset)
         if missing:
             out.write(f"skipped {name}: {missing}\n")
             continue
-        title = e.title
-        configs = experiment_configs(name, args.profile)
-        out.write(f"{name}: {title}, {len(configs)} run(s)\n")
-        out.flush()
-        all_records += run_configs(configs, out_dir, rerun=args.rerun,
-                                   command=["bncourse", *args.argv])
+        runs = experiment_configs(name, args.profile)
+        out.write(f"{name}: {e.title}, {len(runs)} run(s)\n")
+        configs += runs
+    out.flush()
+    try:
+        all_records, failures = reproduce_configs(
+            configs, out_dir, rerun=args.rerun, command=["bncourse", *args.argv],
+            scheduler=args.scheduler)
+    except SchedulerError as e:
+        raise CommandError(str(e)) from None
     if any(r["config"]["experiment"] in protocols() for r in all_records):
         out.write(format_table(summarize(all_records)) + "\n")
     items = verdicts(all_records)
     if items:
         out.write(format_verdicts(items) + "\n")
+    if failures:
+        out.write(f"{len(failures)} run(s) failed: {', '.join(n for n, _ in failures)}; "
+                  "the others are saved, run the same command again to retry them\n")
+        return 1
     return 0
 
 
@@ -245,13 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="run every registered experiment of the course",
         description="Run every registered experiment (or those named by --only) and save the "
         "results; experiments whose dataset is not available here are skipped with a note. "
-        "Finished runs are skipped, so it can be stopped and resumed.",
+        "Finished runs are skipped, so it can be stopped and resumed. One progress bar "
+        "covers every run, with an ETA from the runs finished so far.",
     )
     reproduce.add_argument("--profile", choices=PROFILES, default="full",
                            help="full (default) or quick")
     reproduce.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",")],
                            default=None, help="comma-separated experiment names: the "
                            "experiments of bncourse.experiments (default: all of them)")
+    reproduce.add_argument("--scheduler", type=_scheduler_address, default=None,
+                           help="spread the runs over the dask.distributed cluster whose "
+                           "scheduler is at tcp://HOST:PORT, one task per run; results are "
+                           "written here as they come back (default: train here)")
     _add_output_options(reproduce, None, "results/ for full, runs/quick/ for quick")
     reproduce.set_defaults(func=cmd_reproduce)
 

@@ -5,42 +5,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from bncourse.grading import classrun
 from bncourse.grading.course import Course, solved
+from conftest import free_port, wait_for_port
 from nbgrader_course import replace_cell
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 UNBIASED = "def batch_mean_var(x):\n    return x.mean(axis=0), x.var(axis=0, ddof=1)\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, what: str, seconds: float = 60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {seconds} s")
 
 
 def _postgres_bin() -> Path:
@@ -63,13 +42,13 @@ def postgres():
     init = subprocess.run([*run_as, str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U",
                            "postgres", "--no-sync"], capture_output=True, text=True)
     assert init.returncode == 0, init.stderr
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([*run_as, str(pg / "postgres"), "-D", str(data), "-p", str(port),
                                "-k", str(data), "-c", "listen_addresses=127.0.0.1",
                                "-c", "fsync=off"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(port, server, "PostgreSQL")
+        wait_for_port(port, server, "PostgreSQL")
         subprocess.run([*run_as, str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port),
                         "gradebook"], check=True, capture_output=True)
         yield f"postgresql://postgres@127.0.0.1:{port}/gradebook"
@@ -77,31 +56,6 @@ def postgres():
         server.terminate()
         server.wait(timeout=60)
         shutil.rmtree(data, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def scheduler():
-    """A dask.distributed scheduler and two single-threaded worker processes on loopback."""
-    port = _free_port()
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        _wait_for_port(port, procs[0], "the dask scheduler")
-        address = f"tcp://127.0.0.1:{port}"
-        procs.append(subprocess.Popen(
-            [str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
-             "--host", "127.0.0.1", "--no-dashboard"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        from distributed import Client
-
-        with Client(address, timeout=30) as client:
-            client.wait_for_workers(2, timeout=120)
-        yield address
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            proc.wait(timeout=60)
 
 
 def test_a_class_graded_on_a_dask_cluster_into_postgresql(tmp_path, scheduler, postgres):

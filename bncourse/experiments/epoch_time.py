@@ -38,6 +38,25 @@ def _compiled(kind, bn):
     return model
 
 
+def arithmetic(model) -> dict:
+    """Per example: the multiply-adds of the Dense and Conv2D layers, and the number of values
+    the BN layers normalise (each costs a handful of elementwise operations forward and
+    backward)."""
+    import keras
+
+    macs, normalised = 0, 0
+    for layer in model.layers:
+        out = layer.output.shape[1:]
+        if isinstance(layer, keras.layers.Dense):
+            macs += layer.kernel.shape[0] * layer.kernel.shape[1]
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            macs += out[0] * out[1] * cout * kh * kw * cin
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            normalised += math.prod(out)
+    return {"multiply_adds": int(macs), "bn_values": int(normalised)}
+
+
 def train(config, on_epoch=None):
     """Time ``rounds`` alternating runs of ``steps[model]`` training steps with and without
     BN (the order swapped every round), after one untimed warm-up run each."""
@@ -65,7 +84,8 @@ def train(config, on_epoch=None):
             on_epoch(i, {}, seconds["none"][-1] + seconds["bn"][-1])
     return {"seconds": seconds, "steps": steps, "batch_size": batch,
             "n_params": {v: int(sum(math.prod(w.shape) for w in m.weights))
-                         for v, m in nets.items()}}
+                         for v, m in nets.items()},
+            "per_example": arithmetic(nets["bn"])}
 
 
 def judge(runs):
@@ -88,6 +108,12 @@ def judge(runs):
             f"{math.exp(interval.high):.2f}x] over {len(ratios)} alternating rounds")
         numbers[f"{kind}: weights (incl. BN's four per feature), no BN / BN"] = (
             f"{r['n_params']['none']} / {r['n_params']['bn']}")
+        work = r.get("per_example")
+        if work:
+            numbers[f"{kind}: per example, multiply-adds of the Dense/Conv2D layers vs values "
+                    "BN normalises"] = (
+                f"{work['multiply_adds']:,} vs {work['bn_values']:,} "
+                f"({work['bn_values'] / work['multiply_adds']:.1%})")
     return [verdict(
         "3", "BN makes each epoch slower", NAME, effects,
         rule="the same number of training steps on the same images, with and without BN, "

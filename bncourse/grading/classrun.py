@@ -32,6 +32,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bncourse.progress import Progress
+
 from .isolation import SandboxUnavailable, check_available, claim_slot
 from .registry import PROBLEM_SETS
 
@@ -120,43 +122,6 @@ def grade_one(root: str, student: str, assignment: str, slot: int, *, sandbox: b
     return finished(root_path, student, assignment, success=proc.returncode == 0,
                     started=started, sandbox=sandbox,
                     error=proc.stderr if proc.returncode else "")
-
-
-class Progress:
-    """``[ 12/300]  4.0%  elapsed 0:41  ETA 16:20`` on one line (a line per step if no tty)."""
-
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.stream = total, 0, stream
-        self.started = time.monotonic()
-        self.tty = stream.isatty()
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def _clock(seconds: float) -> str:
-        seconds = int(seconds)
-        hours, rest = divmod(seconds, 3600)
-        return (f"{hours}:" if hours else "") + f"{rest // 60:d}:{rest % 60:02d}"
-
-    def line(self) -> str:
-        elapsed = time.monotonic() - self.started
-        eta = "?" if not self.done else self._clock(elapsed / self.done
-                                                     * (self.total - self.done))
-        pct = 100.0 * self.done / self.total if self.total else 100.0
-        width = len(str(self.total))
-        return (f"[{self.done:{width}d}/{self.total}] {pct:5.1f}%  elapsed "
-                f"{self._clock(elapsed)}  ETA {eta}")
-
-    def step(self, note: str = "") -> None:
-        with self.lock:
-            self.done += 1
-            text = self.line() + (f"  {note}" if note else "")
-            if self.tty:
-                self.stream.write("\r" + text.ljust(100))
-                if self.done == self.total:
-                    self.stream.write("\n")
-            else:
-                self.stream.write(text + "\n")
-            self.stream.flush()
 
 
 def worker_main(slot: int, db_url: str | None) -> int:

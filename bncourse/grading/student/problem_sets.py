@@ -22,6 +22,7 @@ BNCOURSE_MODULES = (
     "bncourse.fold",
     "bncourse.experiments",
     "bncourse.runner",
+    "bncourse.progress",
     "bncourse.stats",
     "bncourse.verdicts",
     "bncourse.cli",
