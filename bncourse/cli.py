@@ -210,6 +210,14 @@ def cmd_report(args, out=None):
         out.write(format_table(summarize(records)) + "\n")
     for check in bad:
         out.write(f"problem: {check.path}: {'; '.join(check.problems)}\n")
+    if records:
+        from bncourse.progress import duration
+        from bncourse.results import training_seconds
+
+        seconds = training_seconds(records)
+        if seconds:
+            out.write(f"{len(records)} runs; their training took {duration(seconds['all'])} in "
+                      "all, one run after another (from each record's start and end)\n")
     if records and not args.no_figures:
         figures = _writable_dir(args.figures or directory / "figures")
         save = save_claim_figures if args.claims else save_report_figures

@@ -32,6 +32,7 @@ __all__ = [
     "summarize",
     "epochs_to_fraction",
     "steady_epoch_seconds",
+    "training_seconds",
 ]
 
 FORMAT = 1
@@ -216,6 +217,23 @@ def load_results(directory, *, include_bad=False):
         else:
             bad.append(check)
     return records, bad
+
+
+def training_seconds(records) -> dict:
+    """{experiment: seconds} that the runs took, from each record's provenance (from the
+    run's start to its record), and the total under ``"all"``; runs without a start time
+    are left out."""
+    out = {}
+    for r in records:
+        p = r.get("provenance", {})
+        if not p.get("started"):
+            continue
+        seconds = (_dt.datetime.fromisoformat(p["date"])
+                   - _dt.datetime.fromisoformat(p["started"])).total_seconds()
+        name = r["config"]["experiment"]
+        out[name] = out.get(name, 0.0) + seconds
+        out["all"] = out.get("all", 0.0) + seconds
+    return out
 
 
 def epochs_to_fraction(val_accuracy, fraction: float = 0.9):

@@ -148,3 +148,15 @@ def test_figures_have_what_a_reader_needs():
     other["config"] = run_config("t1-mlp", "none", 0, "quick")
     with pytest.raises(ValueError, match="several experiments"):
         plotting.plot_learning_curves(RECORDS + [other])
+
+
+def test_training_seconds_add_up_each_runs_start_to_end():
+    def rec(name, started, date):
+        return {"config": {"experiment": name},
+                "provenance": {"started": started, "date": date}}
+
+    records = [rec("a", "2026-01-01T00:00:00+00:00", "2026-01-01T00:01:30+00:00"),
+               rec("a", "2026-01-01T01:00:00+00:00", "2026-01-01T01:00:10+00:00"),
+               rec("b", "2026-01-01T00:00:00+00:00", "2026-01-01T02:00:00+00:00"),
+               rec("c", None, "2026-01-01T00:00:00+00:00")]  # no start: left out
+    assert results.training_seconds(records) == {"a": 100.0, "b": 7200.0, "all": 7300.0}
