@@ -23,6 +23,7 @@ BNCOURSE_MODULES = (
     "bncourse.experiments",
     "bncourse.runner",
     "bncourse.progress",
+    "bncourse.diagnostics",
     "bncourse.stats",
     "bncourse.verdicts",
     "bncourse.cli",
