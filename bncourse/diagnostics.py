@@ -14,11 +14,11 @@ each layer whose output is a nonlinearity or a BN:
   learning rate (Karpathy), much smaller means the layer barely learns, much larger that it
   is thrown around.
 
-The probe is evaluated in inference mode for the outputs (what the layer computes for one
-fixed batch, so probes are comparable over training) and in training mode for the
-gradients (what the optimizer sees); BN's moving statistics are put back after the gradient
-pass, so recording does not change training. Recording costs one forward and one backward
-pass of the probe every ``every`` steps.
+The probe is evaluated in training mode, as the layers compute while they learn (BN with the
+probe's own batch statistics, not its moving averages, which lag behind early in training);
+BN's moving statistics are put back afterwards, so recording does not change training.
+Recording costs two forward passes and one backward pass of the probe every ``every``
+steps.
 
 :func:`plot_diagnostics` and :func:`plot_histograms` draw what was recorded.
 """
@@ -94,7 +94,7 @@ def kernel_gradients(model, x, y, loss) -> list:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        saved = [v.numpy() for v in model.non_trainable_variables]
+        saved = [keras.ops.convert_to_numpy(v) for v in model.non_trainable_variables]
         with tf.GradientTape() as tape:
             value = loss(y, model(x, training=True))
         grads = tape.gradient(value, [k.value for k in wanted])
@@ -169,7 +169,10 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         inputs = self.model.inputs
         probe = keras.Model(inputs[0] if len(inputs) == 1 else inputs,
                             [layer.output for layer in layers])
-        outputs = probe(self.x, training=False)
+        saved = [keras.ops.convert_to_numpy(v) for v in self.model.non_trainable_variables]
+        outputs = probe(self.x, training=True)
+        for v, value in zip(self.model.non_trainable_variables, saved):
+            v.assign(value)  # a training-mode call updates BN's moving statistics
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         grads = kernel_gradients(self.model, self.x, self.y, self.loss)
         self.history["steps"].append(self._step)

@@ -101,6 +101,13 @@ def test_recording_leaves_bn_moving_statistics_and_training_alone():
         np.testing.assert_allclose(a, b, rtol=1e-6)
     assert probe.history["steps"] == list(range(1, 9))
     assert list(probe.history["layers"]) == ["dense", "bn", "relu", "out"]
+    # in training mode BN normalises the probe with its own statistics: mean beta (near 0
+    # after a few SGD steps), standard deviation gamma (near 1); with its moving averages
+    # (inference mode) it would pass the Dense outputs' own spread through almost unchanged
+    bn = probe.history["layers"]["bn"]["output"][0]
+    dense = probe.history["layers"]["dense"]["output"][0]
+    assert abs(bn["mean"]) < 0.05 and abs(bn["std"] - 1.0) < 0.05
+    assert abs(dense["std"] - 1.0) > 0.1  # (0.83 here)
     assert "gradient" not in probe.history["layers"]["relu"]
 
 
