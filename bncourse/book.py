@@ -15,7 +15,8 @@ import io
 import tempfile
 from pathlib import Path
 
-__all__ = ["full_records", "quick_records", "verdict_markdown", "verdicts_for"]
+__all__ = ["full_records", "judge_claim", "profile_sentence", "quick_records", "verdict_markdown",
+           "verdicts_for"]
 
 
 def quick_records(name: str, *, seeds=(0,), variants=None, out_dir=None) -> list:
@@ -108,3 +109,47 @@ def verdict_markdown(verdict):
     rows.append(f"| **verdict on claim {verdict.claim}** | **{verdict.verdict}** |")
     return Markdown("\n".join(rows) + f"\n\nRule: {verdict.rule}.\n\n"
                     f"What would have changed it: {verdict.change()}")
+
+
+def judge_claim(claim, names, *, seeds=(0,), quick=None):
+    """The verdicts on ``claim`` from the full runs of experiments ``names``, or, while those
+    runs do not yet hold what the claim's judge needs, from quick runs trained now.
+
+    Args:
+        claim: a claim id (``"7"``, ``"12a"``) or a number for all its parts (see
+            :func:`verdicts_for`).
+        names: the experiment (or experiments) whose records the judge reads.
+        seeds: the seeds of the quick runs, if they are needed.
+        quick: quick records the page has already trained, used instead of training them
+            again (None: train them if they are needed).
+
+    Returns:
+        ``(verdicts, profile)``: ``profile`` is ``"full"`` or ``"quick"``, for the page to
+        say which runs its verdict comes from.
+    """
+    names = (names,) if isinstance(names, str) else tuple(names)
+    try:
+        records = [r for name in names for r in full_records(name)]
+    except FileNotFoundError:
+        records = None
+    if records is not None:
+        try:
+            return verdicts_for(claim, records), "full"
+        except ValueError:  # a run the judge needs has not landed yet
+            pass
+    if quick is None:
+        quick = [r for name in names for r in quick_records(name, seeds=seeds)]
+    return verdicts_for(claim, quick), "quick"
+
+
+def profile_sentence(profile: str) -> str:
+    """One sentence that says which runs a verdict was taken on, for a page to show."""
+    if profile == "full":
+        return ("This verdict is taken on the full runs recorded in `results/` (every seed of "
+                "the full profile).")
+    if profile == "quick":
+        return ("The full runs this verdict needs are not all in `results/` yet, so this "
+                "verdict is taken on the quick profile trained while the page was built: "
+                "one seed, so its interval is unbounded and the verdict can only be "
+                "inconclusive; it demonstrates the rule, not the result.")
+    raise ValueError(f"profile must be 'full' or 'quick', got {profile!r}")

@@ -17,7 +17,10 @@ __all__ = [
     "VARIANT_STYLE",
     "plot_epoch_seconds",
     "plot_learning_curves",
+    "plot_accuracy_by_epoch",
     "plot_test_accuracy",
+    "plot_verdict",
+    "plot_verdicts",
     "save_report_figures",
 ]
 
@@ -427,7 +430,7 @@ def plot_verdict(verdict, ax=None):
                     len(verdict.effects) - row].outcome else None)
         offsets = np.linspace(-0.15, 0.15, len(i.values)) if len(i.values) > 1 else [0.0]
         ax.scatter(i.values, row + np.asarray(offsets), s=18, color="black", zorder=3,
-                   label="one seed" if row == 0 else None)
+                   label="one seed (or run)" if row == 0 else None)
         ax.plot([i.estimate], [row], marker="|", ms=16, mew=2, color="black")
         ax.axvline(e.threshold, ymin=(row + 0.1) / len(verdict.effects),
                    ymax=(row + 0.9) / len(verdict.effects), color=PALETTE["black"], ls="--",
@@ -440,6 +443,62 @@ def plot_verdict(verdict, ax=None):
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+    return ax
+
+
+def plot_verdicts(verdicts, width=7.0):
+    """One :func:`plot_verdict` panel per verdict, stacked in one figure whose panels are as
+    tall as their number of effects; returns the list of Axes."""
+    import matplotlib.pyplot as plt
+
+    from bncourse.stats import CONFIDENCE
+
+    verdicts = list(verdicts)
+    if not verdicts:
+        raise ValueError("plot_verdicts: expected at least one verdict, got none")
+    rows = [max(len(v.effects), 1) for v in verdicts]
+    fig, axes = plt.subplots(len(verdicts), 1, figsize=(width, 0.9 + 0.75 * sum(rows)
+                                                        + 0.6 * len(verdicts)),
+                             layout="constrained", gridspec_kw={"height_ratios": rows},
+                             squeeze=False)
+    for ax, v in zip(axes[:, 0], verdicts):
+        plot_verdict(v, ax=ax)
+    axes[-1, 0].set_xlabel(f"effect (one dot per seed or run; bar: {CONFIDENCE:.0%} interval)")
+    return list(axes[:, 0])
+
+
+def plot_accuracy_by_epoch(records, reported=None, ax=None):
+    """T4 on MNIST: training (fit's log, training mode), validation and test accuracy after
+    every epoch, with and without BN; mean over seeds.
+
+    Args:
+        records: runs of a protocol that records ``history["test_accuracy"]``.
+        reported: ``{bn: accuracy}`` a tutorial reported (e.g. T4's), drawn as thin
+            horizontal lines in the variant's colour; None for none.
+    """
+    ax = _axes(ax)
+    styles = {"accuracy": ("-", "training (fit's log)"), "val_accuracy": (":", "validation"),
+              "test_accuracy": ("--", "test")}
+    for bn in (b for b in _ORDER if any(r["config"]["bn"] == b for r in records)):
+        runs = [r for r in records if r["config"]["bn"] == bn]
+        style = VARIANT_STYLE[bn]
+        for key, (ls, what) in styles.items():
+            curves = [r["history"][key] for r in runs if key in r["history"]]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            mean = np.mean([c[:n] for c in curves], axis=0)
+            ax.plot(range(1, n + 1), mean, color=style["color"], ls=ls, lw=1.6,
+                    label=f"{style['label']}: {what}")
+        if reported and bn in reported:
+            ax.axhline(float(reported[bn]), color=style["color"], ls="-.", lw=0.9,
+                       label=f"{style['label']}: reported {reported[bn]}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    seeds = sorted({r["config"]["seed"] for r in records})
+    ax.set_title(f"T4 CNN on MNIST, mean over {len(seeds)} seed(s)", fontsize=10)
     return ax
 
 

@@ -49,8 +49,9 @@ class Interval:
         return f"{self.estimate:.4g} [{self.low:.4g}, {self.high:.4g}]"
 
 
-def t_interval(values, confidence: float = CONFIDENCE) -> Interval:
-    """Mean of ``values`` with a two-sided Student-t interval over them.
+def t_interval(values, confidence: float = CONFIDENCE, *, unit: str = "seeds") -> Interval:
+    """Mean of ``values`` with a two-sided Student-t interval over them; ``unit`` names what
+    the values are one per (seeds, or timing rounds), for the interval's description.
 
     A single value gives an interval of infinite width: one seed cannot tell an effect from
     noise. Equal values give a zero-width interval at their mean.
@@ -72,7 +73,7 @@ def t_interval(values, confidence: float = CONFIDENCE) -> Interval:
         half = float(_stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
         low, high = mean - half, mean + half
     return Interval(mean, low, high, values,
-                    f"mean over {n} seeds, {confidence:.0%} t-interval")
+                    f"mean over {n} {unit}, {confidence:.0%} t-interval")
 
 
 def binomial_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -> Interval:

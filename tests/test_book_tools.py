@@ -142,23 +142,94 @@ def test_fingerprint_follows_package_results_and_assignments(tmp_path):
 
 
 def test_full_records_and_verdicts_from_the_repository():
+    from scipy import stats as scipy_stats
+
     records = book.full_records("t1-mlp")
     assert {r["config"]["bn"] for r in records} == {"none", "before", "after"}
     assert {r["config"]["profile"] for r in records} == {"full"}
     (verdict,) = book.verdicts_for(9, records)
-    # Claim 9's rule applied here by hand to the same records: after beats before by more
-    # than twice the larger standard deviation over seeds, before beats after by as much,
-    # or neither.
-    accuracy = {bn: [r["test"]["accuracy"] for r in records if r["config"]["bn"] == bn]
-                for bn in ("before", "after")}
-    gain = statistics.fmean(accuracy["after"]) - statistics.fmean(accuracy["before"])
-    noise = 2 * max(statistics.stdev(accuracy["after"]), statistics.stdev(accuracy["before"]))
-    expected = ("supported" if gain > noise else "not supported" if gain < -noise
-                else "depends")
-    assert verdict.claim == 9 and verdict.verdict == expected
-    assert verdict.numbers["after minus before"] == f"{gain:+.4f}"
+    # Claim 9's rule applied here by hand to the same records: test accuracy with BN after
+    # the ReLU minus before it, seed by seed; a 95% Student-t interval over the seeds;
+    # supported above 0, contradicted below 0, inconclusive if it includes 0.
+    accuracy = {bn: {r["config"]["seed"]: r["test"]["accuracy"] for r in records
+                     if r["config"]["bn"] == bn} for bn in ("before", "after")}
+    seeds = sorted(set(accuracy["before"]) & set(accuracy["after"]))
+    diffs = [accuracy["after"][s] - accuracy["before"][s] for s in seeds]
+    mean, n = statistics.fmean(diffs), len(diffs)
+    half = scipy_stats.t.ppf(0.975, n - 1) * statistics.stdev(diffs) / n**0.5
+    expected = ("supported" if mean - half > 0 else "contradicted" if mean + half < 0
+                else "inconclusive")
+    assert verdict.claim == "9" and verdict.verdict == expected
+    (effect,) = verdict.effects
+    assert effect.interval.values == pytest.approx(diffs)
+    assert (effect.interval.low, effect.interval.high) == pytest.approx((mean - half, mean + half))
     with pytest.raises(ValueError, match="no verdict on claim 1"):
         book.verdicts_for(1, records)
+
+
+def test_verdicts_for_a_claim_number_gives_all_its_parts():
+    records = book.full_records("inference-stats")
+    assert [v.claim for v in book.verdicts_for(12, records)] == ["12a", "12b"]
+    assert [v.claim for v in book.verdicts_for("12b", records)] == ["12b"]
+    with pytest.raises(ValueError, match="no verdict on claim 12c"):
+        book.verdicts_for("12c", records)
+
+
+def test_judge_claim_uses_full_runs_and_falls_back_to_quick_ones(monkeypatch):
+    t1 = book.full_records("t1-mlp")
+    (full,), profile = book.judge_claim("9", "t1-mlp")
+    assert profile == "full" and full.claim == "9"
+    # Full runs without one of the variants the judge needs: the quick records decide.
+    without_after = [r for r in t1 if r["config"]["bn"] != "after"]
+    monkeypatch.setattr(book, "full_records", lambda name: without_after)
+    (quick,), profile = book.judge_claim("9", "t1-mlp", quick=t1)
+    assert profile == "quick" and quick.verdict == full.verdict
+
+    def missing(name):
+        raise FileNotFoundError(name)
+
+    monkeypatch.setattr(book, "full_records", missing)
+    (quick,), profile = book.judge_claim("9", ["t1-mlp"], quick=t1)
+    assert profile == "quick" and quick.claim == "9"
+    with pytest.raises(ValueError, match="no verdict on claim 9"):
+        book.judge_claim("9", "t1-mlp", quick=without_after)
+
+
+def test_profile_sentence_names_the_profile_and_rejects_others():
+    assert "full runs" in book.profile_sentence("full")
+    assert "quick profile" in book.profile_sentence("quick")
+    with pytest.raises(ValueError, match="'full' or 'quick', got 'medium'"):
+        book.profile_sentence("medium")
+
+
+def test_verdict_markdown_shows_intervals_rule_and_what_would_change_it():
+    (verdict,) = book.verdicts_for(9, book.full_records("t1-mlp"))
+    text = book.verdict_markdown(verdict).data
+    (effect,) = verdict.effects
+    assert f"[{effect.interval.low:.3g}, {effect.interval.high:.3g}]" in text
+    assert f"**{verdict.verdict}**" in text
+    assert verdict.rule in text and verdict.change() in text
+
+
+def test_plot_verdicts_draws_one_panel_per_claim_and_one_row_per_effect():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bncourse.plotting import plot_verdicts
+
+    records = book.full_records("inference-stats") + book.full_records("t1-mlp")
+    items = book.verdicts_for(12, records) + book.verdicts_for(9, records)
+    axes = plot_verdicts(items)
+    assert len(axes) == len(items)
+    assert len({id(ax.figure) for ax in axes}) == 1
+    for ax, v in zip(axes, items):
+        assert len(ax.get_yticks()) == len(v.effects)
+        assert ax.get_title() == f"Claim {v.claim}: {v.verdict}"
+    plt.close(axes[0].figure)
+    with pytest.raises(ValueError, match="at least one verdict"):
+        plot_verdicts([])
 
 
 def test_full_records_errors_name_the_problem(tmp_path):
@@ -221,6 +292,11 @@ def test_every_course_figure_uses_the_colour_blind_safe_palette():
     for name, (_, plot) in plotting.CLAIM_FIGURES.items():
         axes.append(plot(records_of(records, name)))
     axes.append(plotting.plot_gamma_beta(records_of(records, "bias-before-bn")))
+    axes.append(plotting.plot_accuracy_by_epoch(records_of(records, "t4-cnn-mnist")))
+    from bncourse.experiments import verdicts
+
+    axes += plotting.plot_verdicts(verdicts([r for r in records
+                                             if r["config"]["profile"] == "full"]))
     for ax in axes:
         colours = _colours(ax) - {"#000000", "#ffffff"}
         assert colours, f"{ax.get_title()!r} has no coloured artists"

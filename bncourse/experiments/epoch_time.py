@@ -97,7 +97,7 @@ def judge(runs):
     for kind, r in by_model.items():
         s = r["seconds"]
         ratios = [math.log(b / n) for b, n in zip(s["bn"], s["none"])]
-        interval = t_interval(ratios)
+        interval = t_interval(ratios, unit="alternating rounds")
         effects.append(effect(f"{kind}: log of seconds with BN over without, per round",
                               interval))
         per_step = {v: [t / r["steps"] * 1000 for t in s[v]] for v in s}

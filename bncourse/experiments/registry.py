@@ -156,8 +156,9 @@ def verdicts(records, *, pending=None) -> list:
 
     Args:
         records: result records of any experiments.
-        pending: a list that receives ``(experiment, reason)`` for each judge that lacks
-            runs (:class:`MissingRuns`).
+        pending: a list that receives ``(experiment, reason)`` for each experiment that
+            feeds a claim but lacks the runs to judge it (none at all, or
+            :class:`MissingRuns`).
     """
     out = []
     for name, e in _registry().items():
@@ -165,6 +166,8 @@ def verdicts(records, *, pending=None) -> list:
             continue
         runs = {n: profile_records(records, n) for n in (name, *e.reads)}
         if not runs[name]:
+            if pending is not None and e.claims:
+                pending.append((name, f"claim {', '.join(e.claims)}: no runs"))
             continue
         try:
             out += e.judge(runs)
