@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bncourse-installed
 JB_FLAGS := -W --keep-going
 
-.PHONY: setup data mathjax browser sandbox postgres book lint test test-fast bench reproduce assignments homework autograde clean
+.PHONY: setup data mathjax browser sandbox postgres book lint test test-fast mutation bench reproduce assignments homework autograde clean
 
 setup: $(STAMP) data mathjax browser sandbox postgres
 
@@ -85,6 +85,28 @@ lint: setup
 test-fast: setup lint
 	$(PY) -m pytest -m "not slow"
 	KERAS_BACKEND=jax $(PY) -m pytest -m "keras_backend and not slow"
+
+# Mutation testing of the code that decides correctness: the NumPy reference, the grading
+# comparisons and the verdict rules ([tool.mutmut] in pyproject.toml says which tests run).
+# mutmut changes one operator, constant or argument at a time and runs the tests that reach
+# the changed function; the report gives each module's kill rate and lists every survivor
+# that neither a `# mutation-equivalent:` comment in the source nor a rule in
+# .ci/mutation_report.py explains (`--equivalent` there lists those with their reasons).
+# Not part of `make test`: about 4 minutes on 2 CPU cores shared with other jobs, with
+# MUTATION_JOBS=1 (numpy_bn 2.5 of them); MUTATION_JOBS=N runs N mutants at once.
+MUTATED := numpy_bn grading.compare verdicts stats
+MUTATION_JOBS ?= $(shell nproc)
+mutation: $(STAMP)
+	@rm -rf mutants && mkdir mutants
+	@for m in $(MUTATED); do \
+	  start=$$(date +%s); \
+	  BNCOURSE_HYPOTHESIS_PROFILE=mutation $(VENV)/bin/mutmut run \
+	    --max-children $(MUTATION_JOBS) "bncourse.$$m.*" > mutants/$$m.log 2>&1 || \
+	    { tail -n 30 mutants/$$m.log; exit 1; }; \
+	  echo "bncourse.$$m: $$(( $$(date +%s) - start )) s"; \
+	done
+	@$(PY) .ci/mutation_report.py --survivors \
+	  $(foreach m,$(MUTATED),bncourse/$(subst .,/,$(m)).py)
 
 bench: setup
 	$(PY) -m bncourse.bench

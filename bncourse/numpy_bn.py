@@ -132,7 +132,7 @@ def _sum_of_products(a: np.ndarray, b: np.ndarray, reduce_axes: tuple[int, ...])
 
     ``einsum`` multiplies and adds in one pass, without a temporary array of a's size.
     """
-    letters = "abcdefghijklmnopqrstuvwxyz"[: a.ndim]
+    letters = "abcdefghijklmnopqrstuvwxyz"[: a.ndim]  # mutation-equivalent: or upper case
     kept = "".join(c for i, c in enumerate(letters) if i not in reduce_axes)
     total = np.einsum(f"{letters},{letters}->{kept}", a, b)
     return np.expand_dims(total, reduce_axes)
@@ -423,7 +423,10 @@ class BatchNorm:
         self._cache = None
 
     def _params(self):
+        # mutation-equivalent: ones and zeros are exact in every dtype, and the forward
+        # functions cast gamma and beta to the input's precision anyway.
         gamma = self.gamma if self.scale else np.ones(self.num_features, self.dtype)
+        # mutation-equivalent: as above
         beta = self.beta if self.center else np.zeros(self.num_features, self.dtype)
         return gamma, beta
 
@@ -608,9 +611,9 @@ def numerical_gradient(f: Callable[[np.ndarray], np.ndarray], x, dout, h=1e-5):
     for i in range(flat.size):
         old = flat[i]
         flat[i] = old + h
-        plus = np.array(f(x), copy=True)
+        plus = np.array(f(x), copy=True)  # mutation-equivalent: without copy=, it copies too
         flat[i] = old - h
-        minus = np.array(f(x), copy=True)
+        minus = np.array(f(x), copy=True)  # mutation-equivalent: used before f runs again
         flat[i] = old
         # Differencing the outputs before weighting them by dout loses fewer digits
         # than differencing two large sums.

@@ -5,14 +5,23 @@ derandomised (the same examples on every run) and keep no database, so the suite
 deterministic. The data of each example comes from ``np.random.default_rng(seed)``.
 """
 
+import os
+
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from bncourse import numpy_bn as nb
 
 # The same examples on every run, no example database written, no timing (CI is shared).
-PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=100)
+settings.register_profile("bncourse", derandomize=True, database=None, deadline=None,
+                          max_examples=100)
+# `make mutation` reruns these tests for every mutant, with the profile "mutation" (set by
+# BNCOURSE_HYPOTHESIS_PROFILE): fewer examples and no shrinking, as one failure kills a mutant.
+settings.register_profile("mutation", settings.get_profile("bncourse"), max_examples=30,
+                          phases=[Phase.explicit, Phase.generate])
+PROPERTY = settings(settings.get_profile(os.environ.get("BNCOURSE_HYPOTHESIS_PROFILE",
+                                                        "bncourse")))
 
 FLOATS = [np.float16, np.float32, np.float64]
 
@@ -218,7 +227,9 @@ def test_the_layouts_drawn_cover_every_rank_and_both_axis_signs():
     """The strategy reaches what the properties are claimed for: a check on the tests."""
     seen = set()
 
-    @PROPERTY
+    # The full profile whatever BNCOURSE_HYPOTHESIS_PROFILE says: the claim is about the
+    # examples that `make test` draws.
+    @settings(settings.get_profile("bncourse"))
     @given(layout=bn_layouts())
     def record(layout):
         shape, axis = layout

@@ -10,12 +10,13 @@ import pytest
 from bncourse import experiments
 from bncourse.experiments import ics
 from bncourse.results import load_results
-from bncourse.stats import Interval, binomial_interval, t_interval
+from bncourse.stats import Interval, binomial_interval, mean_std, t_interval
 from bncourse.verdicts import (
     CONTRADICTED,
     INCONCLUSIVE,
     SUPPORTED,
     VERDICTS_FILE,
+    Effect,
     claim_key,
     effect,
     format_verdicts,
@@ -55,6 +56,58 @@ def test_binomial_interval_is_exact():
     assert binomial_interval(6, 6).high == 1.0
     with pytest.raises(ValueError, match="successes <= trials"):
         binomial_interval(7, 6)
+
+
+def test_binomial_interval_matches_scipys_exact_interval():
+    from scipy.stats import binomtest
+
+    for successes, trials in [(0, 1), (1, 1), (0, 6), (1, 6), (3, 10), (5, 10), (9, 10),
+                              (10, 10)]:
+        i = binomial_interval(successes, trials)
+        ci = binomtest(successes, trials).proportion_ci(0.95, method="exact")
+        assert (i.low, i.high) == pytest.approx((ci.low, ci.high), rel=1e-9, abs=1e-12)
+    # the textbook value for 5 of 10
+    assert binomial_interval(5, 10).low == pytest.approx(0.187086, abs=1e-6)
+    assert binomial_interval(5, 10).high == pytest.approx(0.812914, abs=1e-6)
+    # a wider interval for a higher confidence
+    assert binomial_interval(5, 10, 0.99).low < binomial_interval(5, 10).low
+
+
+def test_binomial_interval_keeps_one_value_per_trial_and_says_how():
+    i = binomial_interval(2, 5)
+    assert i.values == (1.0, 1.0, 0.0, 0.0, 0.0)
+    assert i.estimate == 0.4
+    assert i.method == "2 of 5 runs, 95% Clopper-Pearson interval"
+    assert binomial_interval(1, 1).values == (1.0,)  # one trial is enough to ask
+    with pytest.raises(ValueError, match=r"trials >= 1, got 0 of 0"):
+        binomial_interval(0, 0)
+    with pytest.raises(ValueError, match=r"got -1 of 3"):
+        binomial_interval(-1, 3)
+
+
+def test_mean_std_is_the_mean_and_the_sample_standard_deviation():
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))  # divides by n - 1
+    assert mean_std([4.0]) == (4.0, 0.0)
+    assert mean_std([2.0, 2.0, 2.0]) == (2.0, 0.0)
+    with pytest.raises(ValueError, match=r"^mean_std: expected at least one value, got none$"):
+        mean_std([])
+
+
+def test_t_interval_refuses_bad_input_with_a_message_naming_it():
+    with pytest.raises(ValueError, match=r"^t_interval: expected at least one value, got none$"):
+        t_interval([])
+    for confidence in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError,
+                           match=rf"^confidence must be in \(0, 1\), got {confidence}$"):
+            t_interval([1.0, 2.0], confidence)
+    assert t_interval([1.0, 2.0], 0.5).high < t_interval([1.0, 2.0]).high
+
+
+def test_an_interval_contains_its_ends():
+    i = Interval(0.5, 0.0, 1.0, (0.0, 1.0), "test")
+    assert i.contains(0.0) and i.contains(1.0) and i.contains(0.5)
+    assert not i.contains(-1e-12) and not i.contains(1.0 + 1e-12)
+    assert str(i) == "0.5 [0, 1]"
 
 
 # ----------------------------------------------------------------------------- outcomes
@@ -100,6 +153,94 @@ def test_effects_combine_into_one_verdict():
     text = format_verdicts([v])
     assert "verdict: INCONCLUSIVE (0 [-1, 1] vs 0). Rule: the rule" in text
     assert "would change:" in text
+
+
+# The text a reader sees: every effect's line and what would have changed it, on both sides.
+UP = ("BN minus none (MLP)", (0.1, 0.3), 0.0, "above")
+DOWN = ("BN minus none (CNN)", (-0.3, -0.1), 0.0, "above")
+UNSURE = ("loss gap", (-0.02, 0.02), 0.01, "below")
+
+
+def make(label, bounds, threshold, side):
+    return effect(label, interval(*bounds), threshold=threshold, side=side)
+
+
+def test_an_effect_keeps_what_it_was_made_of():
+    i = interval(-0.02, 0.02)
+    assert effect("loss gap", i, threshold=0.01, side="below") == Effect(
+        "loss gap", i, 0.01, "below", INCONCLUSIVE)
+
+
+@pytest.mark.parametrize("bounds, threshold, side, description, change", [
+    ((0.1, 0.3), 0, "above", "0.2, interval [0.1, 0.3] (test); the claim predicts > 0: SUPPORTED",
+     "it would have been inconclusive had the interval's low end (0.1) not been above 0"),
+    ((-0.3, -0.1), 0, "below",
+     "-0.2, interval [-0.3, -0.1] (test); the claim predicts < 0: SUPPORTED",
+     "it would have been inconclusive had the interval's high end (-0.1) not been below 0"),
+    ((-0.3, -0.1), 0, "above",
+     "-0.2, interval [-0.3, -0.1] (test); the claim predicts > 0: CONTRADICTED",
+     "it would have been inconclusive had the interval's high end (-0.1) reached 0"),
+    ((0.1, 0.3), 0, "below",
+     "0.2, interval [0.1, 0.3] (test); the claim predicts < 0: CONTRADICTED",
+     "it would have been inconclusive had the interval's low end (0.1) reached 0"),
+    ((-0.1, 0.3), 0, "above",
+     "0.1, interval [-0.1, 0.3] (test); the claim predicts > 0: INCONCLUSIVE",
+     "the interval [-0.1, 0.3] includes 0: it needed to lie wholly above 0 to support the "
+     "claim, wholly below to contradict it (more seeds narrow it)"),
+    ((-0.02, 0.02), 0.01, "below",
+     "0, interval [-0.02, 0.02] (test); the claim predicts < 0.01: INCONCLUSIVE",
+     "the interval [-0.02, 0.02] includes 0.01: it needed to lie wholly below 0.01 to support "
+     "the claim, wholly above to contradict it (more seeds narrow it)"),
+])
+def test_an_effect_describes_itself_and_what_would_change_it(bounds, threshold, side,
+                                                            description, change):
+    e = effect("acc", interval(*bounds), threshold=threshold, side=side)
+    assert e.describe() == "acc: " + description
+    assert e.change() == change
+
+
+def test_a_verdict_says_which_effects_decided_it():
+    up, down, unsure = make(*UP), make(*DOWN), make(*UNSURE)
+    contradicted = verdict("1a", "BN helps", "sweep", [up, down], "rule")
+    assert contradicted.change() == (
+        "BN minus none (CNN): it would have been inconclusive had the interval's high end "
+        "(-0.1) reached 0.")
+    supported = verdict("2", "t", "x", [up, make("other", (1, 2), 0.0, "above")], "r")
+    assert supported.change() == (
+        "BN minus none (MLP): it would have been inconclusive had the interval's low end (0.1) "
+        "not been above 0; other: it would have been inconclusive had the interval's low end "
+        "(1) not been above 0.")
+    inconclusive = verdict(3, "t", "x", [up, unsure], "r")
+    assert inconclusive.change().startswith("loss gap: the interval [-0.02, 0.02] includes 0.01")
+    assert (inconclusive.claim, inconclusive.text, inconclusive.experiment) == ("3", "t", "x")
+
+
+def test_the_claims_table_in_full():
+    assert format_verdicts([]) == "no claim results"
+    v = verdict("1a", "BN trains faster", "sweep", [make(*UP), make(*UNSURE)], "rule R",
+                {"epochs": 3, "lr": "0.1"})
+    w = verdict("2", "t", "x", [make(*UP)], "r")
+    assert format_verdicts([v, w]).splitlines() == [
+        "claim 1a: BN trains faster",
+        "  experiment: sweep",
+        "  epochs: 3",
+        "  lr: 0.1",
+        "  effect: BN minus none (MLP): 0.2, interval [0.1, 0.3] (test); the claim predicts > 0:"
+        " SUPPORTED",
+        "  effect: loss gap: 0, interval [-0.02, 0.02] (test); the claim predicts < 0.01:"
+        " INCONCLUSIVE",
+        "  verdict: INCONCLUSIVE (0.2 [0.1, 0.3] vs 0; 0 [-0.02, 0.02] vs 0.01). Rule: rule R",
+        "  would change: loss gap: the interval [-0.02, 0.02] includes 0.01: it needed to lie"
+        " wholly below 0.01 to support the claim, wholly above to contradict it (more seeds"
+        " narrow it).",
+        "claim 2: t",
+        "  experiment: x",
+        "  effect: BN minus none (MLP): 0.2, interval [0.1, 0.3] (test); the claim predicts > 0:"
+        " SUPPORTED",
+        "  verdict: SUPPORTED (0.2 [0.1, 0.3] vs 0). Rule: r",
+        "  would change: BN minus none (MLP): it would have been inconclusive had the"
+        " interval's low end (0.1) not been above 0.",
+    ]
 
 
 def test_claim_ids_sort_by_number_then_part():
@@ -350,7 +491,10 @@ def test_claims_4_and_6_count_a_network_as_trained_only_above_its_control():
     pending = []
     assert not [v for v in experiments.verdicts(without_control, pending=pending)
                 if v.claim == "4"]
-    assert pending == [("init-scale", "claim 4: no runs of frozen")]
+    assert ("init-scale", "claim 4: no runs of frozen") in pending
+    # experiments with no runs at all are pending too, by the claims they would judge
+    assert ("ics", "claim 1a, 1b: no runs") in pending
+    assert not [name for name, _ in pending if name == "small"]  # judges no claim
 
 
 def test_claim_7_names_the_epochs_that_match_the_tutorials_numbers():

@@ -161,6 +161,8 @@ def own_wrong(name: str, got: dict, expected: dict, **tol) -> str | None:
     for label, value in expected.items():
         mine = _asarray(got[label])
         if mine.shape != value.shape or not _close(mine.astype(_float64),
+                                                   # mutation-equivalent: _close casts to
+                                                   # float64 itself
                                                    _asarray(value, _float64), **_tols(tol)):
             return name
     return None
