@@ -142,7 +142,8 @@ def test_quick_ics_run_shows_bn_steadying_the_input(tmp_path):
 def test_epoch_time_alternates_the_variants_and_times_each_round():
     (config,) = experiments.experiment_configs("epoch-time", "quick", variants=("mlp",))
     outcome = epoch_time.train(config)
-    assert len(outcome["seconds"]["none"]) == len(outcome["seconds"]["bn"]) == config["rounds"]
+    rounds = config["rounds"]["mlp"]
+    assert len(outcome["seconds"]["none"]) == len(outcome["seconds"]["bn"]) == rounds
     assert all(s > 0 for v in outcome["seconds"].values() for s in v)
     # BN before each of the three hidden layers adds gamma, beta and the two moving
     # statistics for each of their 300 + 200 + 100 features, and drops their biases.
