@@ -66,6 +66,8 @@ sandbox:
 postgres:
 	$(call apt_ensure,ls /usr/lib/postgresql/*/bin/initdb,postgresql,tests/test_cluster.py will fail until it is installed)
 
+# The kernels' C-level output (TensorFlow's start-up lines) goes to _build/kernel-stderr.log,
+# not into the log (bncourse.sphinx_ext).
 book: setup
 	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
 

@@ -13,9 +13,10 @@ It does three things:
 * **Kernels set up alike.** TensorFlow's C++ start-up logs (absl's, which
   ``TF_CPP_MIN_LOG_LEVEL`` does not silence) are written to file descriptor 2, and
   ipykernel would copy them into the pages as stderr outputs. The kernels get their own
-  IPython directory next to the build, whose kernel configuration turns that copying off:
-  C-level output goes to the build log, while Python's warnings and ``sys.stderr`` still
-  show on the page (and the book's test fails on them). The kernels also inherit
+  IPython directory next to the build, whose kernel configuration turns that copying off
+  and sends C-level output to ``_build/kernel-stderr.log`` (:func:`kernel_log`), so the
+  build log stays readable, while Python's warnings and ``sys.stderr`` still show on the
+  page (and the book's test fails on them). The kernels also inherit
   ``MATPLOTLIBRC``, pointing at the course's matplotlib defaults (Okabe and Ito's
   colour-blind-safe palette as the colour cycle, the figure size of
   :mod:`bncourse.plotting`).
@@ -116,17 +117,33 @@ def _unique_scripts(app, pagename, templatename, context, doctree):
 
 
 KERNEL_CONFIG = """\
-# Written by bncourse.sphinx_ext for the book's kernels: C-level output (TensorFlow's start-up
-# logs) goes to the build log, not into the pages.
+# Written by bncourse.sphinx_ext for the book's kernels. C-level output (TensorFlow's absl,
+# oneDNN and CUDA start-up lines, which TF_CPP_MIN_LOG_LEVEL does not silence) is not copied
+# into the pages, and the kernel's file descriptor 2 is sent to {log!r}, so that it does not
+# fill the build log either; Python's warnings and sys.stderr still show on the page.
 c.IPKernelApp.capture_fd_output = False
+c.IPKernelApp.exec_lines = [
+    "__import__('os').dup2(__import__('os').open({log!r}, 0o2101, 0o644), 2)",
+]
+# The one warning the kernel logs at start-up here says that it talks to the build over TCP
+# on 127.0.0.1 (jupyter-cache's executor chooses the transport); errors are still logged.
+c.IPKernelApp.log_level = "ERROR"
 """
+# 0o2101 above is os.O_WRONLY | os.O_CREAT | os.O_APPEND (Linux), written as a number so that
+# the line leaves no name behind in the page's namespace.
+
+
+def kernel_log(outdir) -> Path:
+    """Where the book's kernels write their C-level stderr: next to the build's output."""
+    return Path(outdir).parent / "kernel-stderr.log"
 
 
 def _kernel_profile(outdir) -> Path:
     ipython_dir = Path(outdir).parent / ".ipython"
     profile = ipython_dir / "profile_default"
     profile.mkdir(parents=True, exist_ok=True)
-    (profile / "ipython_kernel_config.py").write_text(KERNEL_CONFIG)
+    (profile / "ipython_kernel_config.py").write_text(
+        KERNEL_CONFIG.format(log=str(kernel_log(outdir))))
     return ipython_dir
 
 
@@ -186,6 +203,7 @@ def _register_bibliography_style():
 def setup(app):
     _register_bibliography_style()
     os.environ["IPYTHONDIR"] = str(_kernel_profile(app.outdir))
+    kernel_log(app.outdir).write_text("")  # this build's kernels only
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ["MATPLOTLIBRC"] = str(Path(__file__).with_name("matplotlibrc"))
     app.connect("config-inited", _use_local_mathjax)

@@ -384,3 +384,24 @@ def test_a_package_change_re_executes_cached_pages(tiny_book):
     (root / "bncourse" / "version.py").write_text("VERSION = 2\n")
     executed, html = build()
     assert executed and "VERSION = 2" in html
+
+
+def test_c_level_stderr_goes_to_the_kernel_log_not_the_page_or_the_build_log(tiny_book):
+    """What a page's C code writes to file descriptor 2 (TensorFlow's start-up lines) is
+    kept in _build/kernel-stderr.log; a Python warning still shows on the page."""
+    from bncourse.bench import build_book
+
+    # the markers are put together at run time, so the page's source does not show them
+    code = ("import os, warnings\n"
+            "os.write(2, b'C-LEVEL-' + b'NOISE\\n')\n"
+            "warnings.warn('PYTHON-' + 'WARNING')\n"
+            "print('PAGE-' + 'OUTPUT')")
+    root = tiny_book(code, extension=True)
+    result = build_book(root, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    html = (root / "_build" / "html" / "page.html").read_text()
+    assert "PAGE-OUTPUT" in html and "PYTHON-WARNING" in html
+    assert "C-LEVEL-NOISE" not in html and "C-LEVEL-NOISE" not in log
+    assert "running over TCP without encryption" not in log
+    assert "C-LEVEL-NOISE" in (root / "_build" / "kernel-stderr.log").read_text()
