@@ -9,9 +9,7 @@ import numbers
 def check_integer(value, name: str) -> int:
     """``value`` as an int; a TypeError naming ``name`` for anything else (bools too)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{name} must be an integer, got {value!r} of type {type(value).__name__}"
-        )
+        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
     return int(value)
 
 

@@ -188,8 +188,9 @@ def run_book(root=None) -> list:
             result = build_book(root, out)
             seconds = time.perf_counter() - started
             if result.returncode != 0:
-                raise RuntimeError(f"the book did not build ({what}):\n"
-                                   + (result.stdout + result.stderr)[-3000:])
+                raise RuntimeError(
+                    f"the book did not build ({what}):\n" + (result.stdout + result.stderr)[-3000:]
+                )
             rows.append((what, seconds, BOOK_BUDGETS[what]))
     return rows
 
@@ -199,8 +200,7 @@ def format_book_table(rows) -> str:
     for what, seconds, budget in rows:
         lines.append(f"{what:<26}{seconds:>9.1f}{budget:>8.0f}{seconds / budget:>10.2f}x")
     if hasattr(os, "getloadavg"):
-        lines.append(f"on {os.cpu_count()} CPUs, load average at the end "
-                     f"{os.getloadavg()[0]:.1f}")
+        lines.append(f"on {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}")
     return "\n".join(lines)
 
 
@@ -221,24 +221,43 @@ def format_fold_table(rows, n_images) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bncourse.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", choices=("numpy", "fold", "grading", "book"),
-                        default="numpy",
-                        help="which benchmark (numpy)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bncourse.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "which",
+        nargs="?",
+        choices=("numpy", "fold", "grading", "book"),
+        default="numpy",
+        help="which benchmark (numpy)",
+    )
     parser.add_argument("--rows", type=int, default=4096, help="numpy: N, the batch size (4096)")
-    parser.add_argument("--features", type=int, default=1024,
-                        help="numpy: D, the features (1024)")
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="timed rounds (numpy: 31, fold: 15)")
+    parser.add_argument("--features", type=int, default=1024, help="numpy: D, the features (1024)")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="timed rounds (numpy: 31, fold: 15)"
+    )
     parser.add_argument("--no-keras", action="store_true", help="numpy: skip the Keras layer")
-    parser.add_argument("--images", type=int, default=None,
-                        help="fold: predict only the first N test images (all 10,000)")
-    parser.add_argument("--class-size", type=int, default=300,
-                        help="grading: the size of the ps1-forward class (300; 0 skips it)")
-    parser.add_argument("--save", default=None, metavar="PATH",
-                        help="grading: also write the measurements and their provenance as "
-                        "JSON to PATH (the book reads results/benchmarks/grading.json)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="fold: predict only the first N test images (all 10,000)",
+    )
+    parser.add_argument(
+        "--class-size",
+        type=int,
+        default=300,
+        help="grading: the size of the ps1-forward class (300; 0 skips it)",
+    )
+    parser.add_argument(
+        "--save",
+        default=None,
+        metavar="PATH",
+        help="grading: also write the measurements and their provenance as "
+        "JSON to PATH (the book reads results/benchmarks/grading.json)",
+    )
     args = parser.parse_args(argv)
     if args.rows < 2 or args.features < 1 or (args.repeat is not None and args.repeat < 1):
         parser.error("--rows must be >= 2, --features and --repeat >= 1")

@@ -15,8 +15,14 @@ import io
 import tempfile
 from pathlib import Path
 
-__all__ = ["full_records", "judge_claim", "profile_sentence", "quick_records", "verdict_markdown",
-           "verdicts_for"]
+__all__ = [
+    "full_records",
+    "judge_claim",
+    "profile_sentence",
+    "quick_records",
+    "verdict_markdown",
+    "verdicts_for",
+]
 
 
 def quick_records(name: str, *, seeds=(0,), variants=None, out_dir=None) -> list:
@@ -35,8 +41,7 @@ def quick_records(name: str, *, seeds=(0,), variants=None, out_dir=None) -> list
 
     configs = experiment_configs(name, "quick", seeds=seeds, variants=variants)
     if not configs:
-        raise ValueError(f"no quick runs of {name!r} match seeds={seeds!r}, "
-                         f"variants={variants!r}")
+        raise ValueError(f"no quick runs of {name!r} match seeds={seeds!r}, variants={variants!r}")
     log = io.StringIO()  # progress lines with ETAs would clutter the page
     if out_dir is not None:
         return run_configs(configs, Path(out_dir), stream=log)
@@ -60,11 +65,14 @@ def full_records(name: str, results_dir=None) -> list:
     if root is None:
         raise FileNotFoundError(
             "the course's results/ folder was not found next to the bncourse package; set "
-            "BNCOURSE_RESULTS_DIR to a folder of full results")
+            "BNCOURSE_RESULTS_DIR to a folder of full results"
+        )
     directory = root / name
     if not directory.is_dir():
-        raise FileNotFoundError(f"no results for {name!r}: {directory} does not exist; run "
-                                f"`bncourse reproduce --profile full --only {name}`")
+        raise FileNotFoundError(
+            f"no results for {name!r}: {directory} does not exist; run "
+            f"`bncourse reproduce --profile full --only {name}`"
+        )
     records, bad = load_results(directory)
     if bad:
         problems = "; ".join(f"{c.path.name}: {', '.join(c.problems)}" for c in bad)
@@ -81,8 +89,11 @@ def verdicts_for(claim, records) -> list:
     from bncourse.experiments import verdicts
 
     claim = str(claim)
-    found = [v for v in verdicts(records)
-             if v.claim == claim or (claim.isdigit() and v.claim.rstrip("abcdefgh") == claim)]
+    found = [
+        v
+        for v in verdicts(records)
+        if v.claim == claim or (claim.isdigit() and v.claim.rstrip("abcdefgh") == claim)
+    ]
     if not found:
         raise ValueError(f"these records judge no verdict on claim {claim}")
     return found
@@ -97,18 +108,26 @@ def verdict_markdown(verdict):
     def cell(value) -> str:
         return str(value).replace("|", "\\|")  # a literal bar, not a column break
 
-    rows = [f"**Claim {verdict.claim}:** {verdict.text} (experiment `{verdict.experiment}`)",
-            "", "| quantity | value |", "|---|---|"]
+    rows = [
+        f"**Claim {verdict.claim}:** {verdict.text} (experiment `{verdict.experiment}`)",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+    ]
     rows += [f"| {cell(key)} | {cell(value)} |" for key, value in verdict.numbers.items()]
     for e in verdict.effects:
         i = e.interval
         sign = ">" if e.side == "above" else "<"
-        rows.append(f"| {cell(e.label)} | {i.estimate:.3g}, interval [{i.low:.3g}, "
-                    f"{i.high:.3g}] ({cell(i.method)}); predicted {sign} {e.threshold:g}: "
-                    f"{e.outcome} |")
+        rows.append(
+            f"| {cell(e.label)} | {i.estimate:.3g}, interval [{i.low:.3g}, "
+            f"{i.high:.3g}] ({cell(i.method)}); predicted {sign} {e.threshold:g}: "
+            f"{e.outcome} |"
+        )
     rows.append(f"| **verdict on claim {verdict.claim}** | **{verdict.verdict}** |")
-    return Markdown("\n".join(rows) + f"\n\nRule: {verdict.rule}.\n\n"
-                    f"What would have changed it: {verdict.change()}")
+    return Markdown(
+        "\n".join(rows) + f"\n\nRule: {verdict.rule}.\n\n"
+        f"What would have changed it: {verdict.change()}"
+    )
 
 
 def judge_claim(claim, names, *, seeds=(0,), quick=None):
@@ -145,11 +164,15 @@ def judge_claim(claim, names, *, seeds=(0,), quick=None):
 def profile_sentence(profile: str) -> str:
     """One sentence that says which runs a verdict was taken on, for a page to show."""
     if profile == "full":
-        return ("This verdict is taken on the full runs recorded in `results/` (every seed of "
-                "the full profile).")
+        return (
+            "This verdict is taken on the full runs recorded in `results/` (every seed of "
+            "the full profile)."
+        )
     if profile == "quick":
-        return ("The full runs this verdict needs are not all in `results/` yet, so this "
-                "verdict is taken on the quick profile trained while the page was built: "
-                "one seed, so its interval is unbounded and the verdict can only be "
-                "inconclusive; it demonstrates the rule, not the result.")
+        return (
+            "The full runs this verdict needs are not all in `results/` yet, so this "
+            "verdict is taken on the quick profile trained while the page was built: "
+            "one seed, so its interval is unbounded and the verdict can only be "
+            "inconclusive; it demonstrates the rule, not the result."
+        )
     raise ValueError(f"profile must be 'full' or 'quick', got {profile!r}")

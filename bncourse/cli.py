@@ -85,7 +85,8 @@ def _scheduler_address(text: str) -> str:
     host, _, port = rest.rpartition(":")
     if not (scheme and host and port.isdigit()):
         raise argparse.ArgumentTypeError(
-            f"expected a dask scheduler address such as tcp://HOST:8786, got {text!r}")
+            f"expected a dask scheduler address such as tcp://HOST:8786, got {text!r}"
+        )
     return text
 
 
@@ -97,8 +98,9 @@ def _writable_dir(path) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise CommandError(f"cannot write to the output directory {str(path)!r}: "
-                           f"{e.strerror or e}") from None
+        raise CommandError(
+            f"cannot write to the output directory {str(path)!r}: {e.strerror or e}"
+        ) from None
     return path
 
 
@@ -125,17 +127,22 @@ def cmd_compare(args, out=None):
     # Seed by seed, so that a stopped run leaves complete comparisons behind.
     configs = [
         run_config(protocol, bn, seed, args.profile, epochs=args.epochs, dataset=dataset)
-        for seed in args.seeds for bn in variants
+        for seed in args.seeds
+        for bn in variants
     ]
     data.load_dataset(dataset)  # fail here, in one line, if the data cannot be had
     out.write(f"{protocol.title}\n")
     if dataset != protocol.dataset:
         out.write(f"dataset: {dataset}, in place of the protocol's {protocol.dataset}\n")
-    out.write(f"profile {args.profile}: {len(configs)} run(s), "
-              f"{configs[0]['epochs']} epochs each, results in {out_dir}\n")
+    out.write(
+        f"profile {args.profile}: {len(configs)} run(s), "
+        f"{configs[0]['epochs']} epochs each, results in {out_dir}\n"
+    )
     if protocol.validation.get("keep_in_train"):
-        out.write("note: as in the tutorial, the validation images are also training images, "
-                  "so validation accuracy is not measured on unseen data\n")
+        out.write(
+            "note: as in the tutorial, the validation images are also training images, "
+            "so validation accuracy is not measured on unseen data\n"
+        )
     out.flush()
     records = run_configs(configs, out_dir, rerun=args.rerun, command=["bncourse", *args.argv])
     out.write(format_table(summarize(records)) + "\n")
@@ -164,8 +171,12 @@ def cmd_reproduce(args, out=None):
     out.flush()
     try:
         all_records, failures = reproduce_configs(
-            configs, out_dir, rerun=args.rerun, command=["bncourse", *args.argv],
-            scheduler=args.scheduler)
+            configs,
+            out_dir,
+            rerun=args.rerun,
+            command=["bncourse", *args.argv],
+            scheduler=args.scheduler,
+        )
     except SchedulerError as e:
         raise CommandError(str(e)) from None
     if any(r["config"]["experiment"] in protocols() for r in all_records):
@@ -174,8 +185,10 @@ def cmd_reproduce(args, out=None):
     if items:
         out.write(format_verdicts(items) + "\n")
     if failures:
-        out.write(f"{len(failures)} run(s) failed: {', '.join(n for n, _ in failures)}; "
-                  "the others are saved, run the same command again to retry them\n")
+        out.write(
+            f"{len(failures)} run(s) failed: {', '.join(n for n, _ in failures)}; "
+            "the others are saved, run the same command again to retry them\n"
+        )
         return 1
     return 0
 
@@ -216,8 +229,10 @@ def cmd_report(args, out=None):
 
         seconds = training_seconds(records)
         if seconds:
-            out.write(f"{len(records)} runs; their training took {duration(seconds['all'])} in "
-                      "all, one run after another (from each record's start and end)\n")
+            out.write(
+                f"{len(records)} runs; their training took {duration(seconds['all'])} in "
+                "all, one run after another (from each record's start and end)\n"
+            )
     if records and not args.no_figures:
         figures = _writable_dir(args.figures or directory / "figures")
         save = save_claim_figures if args.claims else save_report_figures
@@ -228,10 +243,12 @@ def cmd_report(args, out=None):
 
 
 def _add_output_options(parser, default, default_text):
-    parser.add_argument("--out", default=default,
-                        help=f"directory for the results (default {default_text})")
-    parser.add_argument("--rerun", action="store_true",
-                        help="run again even where a result is saved")
+    parser.add_argument(
+        "--out", default=default, help=f"directory for the results (default {default_text})"
+    )
+    parser.add_argument(
+        "--rerun", action="store_true", help="run again even where a result is saved"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,63 +260,103 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     compare = sub.add_parser(
-        "compare", help="train BN variants of one model over several seeds and compare them",
+        "compare",
+        help="train BN variants of one model over several seeds and compare them",
         description="Train each BN variant of a model for each seed (the model's tutorial "
         "protocol: mlp follows T1, cnn T3/T4, small T2), save every run, and print a table: "
         "test accuracy mean ± std over seeds, best validation accuracy, epochs to reach 90%% "
         "of the final validation accuracy, median seconds per epoch and its ratio to no BN.",
     )
-    compare.add_argument("--model", choices=sorted(DEFAULT_PROTOCOL), default="mlp",
-                         help="the architecture (default mlp)")
-    compare.add_argument("--dataset", choices=data.DATASETS, default=None,
-                         help="the dataset (default: the protocol's, fashion_mnist)")
-    compare.add_argument("--bn", type=_variant_list, default=None,
-                         help="comma-separated BN placements among none,before,after "
-                         "(default: all three)")
-    compare.add_argument("--seeds", type=_int_list, default=[0, 1, 2],
-                         help="comma-separated seeds, one run per seed and variant (default 0,1,2)")
-    compare.add_argument("--epochs", type=_positive_int, default=None,
-                         help="number of epochs (default: the profile's)")
-    compare.add_argument("--profile", choices=PROFILES, default="quick",
-                         help="quick: a stated subset and few epochs, about a minute; full: the "
-                         "tutorial's protocol as written (default quick)")
+    compare.add_argument(
+        "--model",
+        choices=sorted(DEFAULT_PROTOCOL),
+        default="mlp",
+        help="the architecture (default mlp)",
+    )
+    compare.add_argument(
+        "--dataset",
+        choices=data.DATASETS,
+        default=None,
+        help="the dataset (default: the protocol's, fashion_mnist)",
+    )
+    compare.add_argument(
+        "--bn",
+        type=_variant_list,
+        default=None,
+        help="comma-separated BN placements among none,before,after (default: all three)",
+    )
+    compare.add_argument(
+        "--seeds",
+        type=_int_list,
+        default=[0, 1, 2],
+        help="comma-separated seeds, one run per seed and variant (default 0,1,2)",
+    )
+    compare.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="number of epochs (default: the profile's)",
+    )
+    compare.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="quick",
+        help="quick: a stated subset and few epochs, about a minute; full: the "
+        "tutorial's protocol as written (default quick)",
+    )
     _add_output_options(compare, "runs", "runs/")
     compare.set_defaults(func=cmd_compare)
 
     reproduce = sub.add_parser(
-        "reproduce", help="run every registered experiment of the course",
+        "reproduce",
+        help="run every registered experiment of the course",
         description="Run every registered experiment (or those named by --only) and save the "
         "results; experiments whose dataset is not available here are skipped with a note. "
         "Finished runs are skipped, so it can be stopped and resumed. One progress bar "
         "covers every run, with an ETA from the runs finished so far.",
     )
-    reproduce.add_argument("--profile", choices=PROFILES, default="full",
-                           help="full (default) or quick")
-    reproduce.add_argument("--only", type=lambda t: [n.strip() for n in t.split(",")],
-                           default=None, help="comma-separated experiment names: the "
-                           "experiments of bncourse.experiments (default: all of them)")
-    reproduce.add_argument("--scheduler", type=_scheduler_address, default=None,
-                           help="spread the runs over the dask.distributed cluster whose "
-                           "scheduler is at tcp://HOST:PORT, one task per run; results are "
-                           "written here as they come back (default: train here)")
+    reproduce.add_argument(
+        "--profile", choices=PROFILES, default="full", help="full (default) or quick"
+    )
+    reproduce.add_argument(
+        "--only",
+        type=lambda t: [n.strip() for n in t.split(",")],
+        default=None,
+        help="comma-separated experiment names: the "
+        "experiments of bncourse.experiments (default: all of them)",
+    )
+    reproduce.add_argument(
+        "--scheduler",
+        type=_scheduler_address,
+        default=None,
+        help="spread the runs over the dask.distributed cluster whose "
+        "scheduler is at tcp://HOST:PORT, one task per run; results are "
+        "written here as they come back (default: train here)",
+    )
     _add_output_options(reproduce, None, "results/ for full, runs/quick/ for quick")
     reproduce.set_defaults(func=cmd_reproduce)
 
     report = sub.add_parser(
-        "report", help="print tables and write figures from saved results, without training",
+        "report",
+        help="print tables and write figures from saved results, without training",
         description="Read every result under DIRECTORY, print the comparison tables, write the "
         "figures (PNG and SVG), and list files that are stale, edited by hand or unreadable "
         "(exit status 1 if there are any).",
     )
-    report.add_argument("directory", nargs="?", default="results",
-                        help="directory of results (default results/)")
-    report.add_argument("--figures", default=None,
-                        help="where to write the figures (default DIRECTORY/figures)")
+    report.add_argument(
+        "directory", nargs="?", default="results", help="directory of results (default results/)"
+    )
+    report.add_argument(
+        "--figures", default=None, help="where to write the figures (default DIRECTORY/figures)"
+    )
     report.add_argument("--no-figures", action="store_true", help="only print the tables")
-    report.add_argument("--claims", action="store_true",
-                        help="print the claims table (claim, experiment, key numbers, verdict) "
-                        "instead of the comparison tables, and write it to "
-                        "DIRECTORY/claims-verdicts.txt")
+    report.add_argument(
+        "--claims",
+        action="store_true",
+        help="print the claims table (claim, experiment, key numbers, verdict) "
+        "instead of the comparison tables, and write it to "
+        "DIRECTORY/claims-verdicts.txt",
+    )
     report.set_defaults(func=cmd_report)
     return parser
 
@@ -315,8 +372,10 @@ def main(argv=None) -> int:
             known = experiment_names()
             unknown = [n for n in args.only if n not in known]
             if unknown:
-                raise CommandError(f"bncourse reproduce: unknown experiment(s) {', '.join(unknown)}; "
-                                   f"known: {', '.join(known)}")
+                raise CommandError(
+                    f"bncourse reproduce: unknown experiment(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(known)}"
+                )
         return args.func(args)
     except CommandError as e:
         message = str(e)
@@ -328,8 +387,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: finished runs are saved; run the same command to resume",
-              file=sys.stderr)
+        print(
+            "\ninterrupted: finished runs are saved; run the same command to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

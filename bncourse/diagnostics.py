@@ -114,8 +114,9 @@ def kernel_gradients(model, x, y, loss) -> list:
         index = {id(v): i for i, v in enumerate(model.trainable_variables)}
         grads = [all_grads[index[id(k)]] for k in wanted]
     else:
-        raise ValueError(f"kernel_gradients supports the tensorflow and jax backends, got "
-                         f"{backend!r}")
+        raise ValueError(
+            f"kernel_gradients supports the tensorflow and jax backends, got {backend!r}"
+        )
     grads = iter([keras.ops.convert_to_numpy(g) for g in grads])
     return [next(grads) if k is not None else None for k in kernels]
 
@@ -141,8 +142,10 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             raise ValueError(f"every must be a positive integer, got {every!r}")
         x, y = np.asarray(x), np.asarray(y)
         if len(x) == 0 or len(x) != len(y):
-            raise ValueError(f"x and y must be one non-empty probe batch, got {len(x)} inputs "
-                             f"and {len(y)} labels")
+            raise ValueError(
+                f"x and y must be one non-empty probe batch, got {len(x)} inputs "
+                f"and {len(y)} labels"
+            )
         self.x, self.y, self.every = x, y, every
         self.loss = loss or keras.losses.SparseCategoricalCrossentropy()
         self.history = {"steps": [], "layers": {}}
@@ -154,9 +157,12 @@ class TrainingDiagnostics(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._due(self._step + 1):
-            self._before = [None if getattr(layer, "kernel", None) is None
-                            else keras.ops.convert_to_numpy(layer.kernel).copy()
-                            for layer in _watched(self.model)]
+            self._before = [
+                None
+                if getattr(layer, "kernel", None) is None
+                else keras.ops.convert_to_numpy(layer.kernel).copy()
+                for layer in _watched(self.model)
+            ]
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
@@ -167,8 +173,9 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         """Record the statistics now (also callable by hand, outside ``fit``)."""
         layers = _watched(self.model)
         inputs = self.model.inputs
-        probe = keras.Model(inputs[0] if len(inputs) == 1 else inputs,
-                            [layer.output for layer in layers])
+        probe = keras.Model(
+            inputs[0] if len(inputs) == 1 else inputs, [layer.output for layer in layers]
+        )
         saved = [keras.ops.convert_to_numpy(v) for v in self.model.non_trainable_variables]
         outputs = probe(self.x, training=True)
         for v, value in zip(self.model.non_trainable_variables, saved):
@@ -178,10 +185,12 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self.history["steps"].append(self._step)
         for i, (layer, h, g) in enumerate(zip(layers, outputs, grads)):
             entry = self.history["layers"].setdefault(
-                layer.name, {"kind": type(layer).__name__,
-                             "activation": _activation_name(layer), "output": []})
-            entry["output"].append(output_statistics(keras.ops.convert_to_numpy(h),
-                                                     entry["activation"]))
+                layer.name,
+                {"kind": type(layer).__name__, "activation": _activation_name(layer), "output": []},
+            )
+            entry["output"].append(
+                output_statistics(keras.ops.convert_to_numpy(h), entry["activation"])
+            )
             if g is None:
                 continue
             entry.setdefault("gradient", {"mean": [], "std": []})

@@ -61,10 +61,12 @@ class ChannelAffine(keras.layers.Layer):
         self._broadcast_shape = tuple(
             self.units if i == axis else 1 for i in range(len(input_shape))
         )
-        self.scale = self.add_weight(shape=(self.units,), name="scale", initializer="ones",
-                                     trainable=False)
-        self.shift = self.add_weight(shape=(self.units,), name="shift", initializer="zeros",
-                                     trainable=False)
+        self.scale = self.add_weight(
+            shape=(self.units,), name="scale", initializer="ones", trainable=False
+        )
+        self.shift = self.add_weight(
+            shape=(self.units,), name="shift", initializer="zeros", trainable=False
+        )
 
     def call(self, inputs):
         scale = keras.ops.reshape(keras.ops.cast(self.scale, inputs.dtype), self._broadcast_shape)
@@ -86,7 +88,9 @@ class FoldReport:
     unfolded: list = field(default_factory=list)  # (bn names, reason)
 
     def __str__(self):
-        lines = [f"folded {', '.join(names)} {how} into {target}" for names, target, how in self.folded]
+        lines = [
+            f"folded {', '.join(names)} {how} into {target}" for names, target, how in self.folded
+        ]
         lines += [f"could not fold {', '.join(names)}: {why}" for names, why in self.unfolded]
         return "\n".join(lines) or "no BN layers"
 
@@ -97,6 +101,7 @@ def _is_bn(layer) -> bool:
 
 def bn_affine(layer):
     """``(s, t)``, float64 arrays of shape (C,), with ``bn(x) = s * x + t`` in inference."""
+
     def value(variable):
         return np.asarray(variable.numpy(), np.float64)
 

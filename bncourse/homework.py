@@ -51,8 +51,9 @@ class ExistingWorkError(FileExistsError):
 def problem_sets(course: Path) -> list[str]:
     """The problem sets of a course root: each ``source/<name>/<name>.ipynb``, sorted."""
     source = Path(course) / "source"
-    return sorted(p.name for p in source.iterdir()
-                  if p.is_dir() and (p / f"{p.name}.ipynb").is_file())
+    return sorted(
+        p.name for p in source.iterdir() if p.is_dir() and (p / f"{p.name}.ipynb").is_file()
+    )
 
 
 def generate(course: Path, workdir: Path, names: list[str]) -> Path:
@@ -70,11 +71,17 @@ def generate(course: Path, workdir: Path, names: list[str]) -> Path:
     for name in names:
         proc = subprocess.run(
             [sys.executable, "-m", "nbgrader", "generate_assignment", name],
-            cwd=workdir, env=env, capture_output=True, text=True, check=False,
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"nbgrader generate_assignment {name} exited "
-                               f"{proc.returncode}:\n{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"nbgrader generate_assignment {name} exited "
+                f"{proc.returncode}:\n{proc.stderr[-3000:]}"
+            )
     return workdir / "release"
 
 
@@ -107,17 +114,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bncourse.homework",
         description="Copy the problem sets' student versions (no solutions, no hidden tests) "
-        "into a folder to work in; existing work is never overwritten.")
-    parser.add_argument("dest", nargs="?", default=DEFAULT_DEST,
-                        help=f"the folder to copy them into (default: {DEFAULT_DEST})")
-    parser.add_argument("--course", type=Path, default=COURSE,
-                        help="the course root with nbgrader_config.py and source/ "
-                             f"(default: {COURSE})")
+        "into a folder to work in; existing work is never overwritten.",
+    )
+    parser.add_argument(
+        "dest",
+        nargs="?",
+        default=DEFAULT_DEST,
+        help=f"the folder to copy them into (default: {DEFAULT_DEST})",
+    )
+    parser.add_argument(
+        "--course",
+        type=Path,
+        default=COURSE,
+        help=f"the course root with nbgrader_config.py and source/ (default: {COURSE})",
+    )
     args = parser.parse_args(argv)
     if not (args.course / "nbgrader_config.py").is_file() or not (args.course / "source").is_dir():
-        parser.error(f"{args.course} holds no course (nbgrader_config.py and source/): run "
-                     "this at the root of a clone of the course's repository, or pass --course "
-                     "with the clone's assignments/ folder")
+        parser.error(
+            f"{args.course} holds no course (nbgrader_config.py and source/): run "
+            "this at the root of a clone of the course's repository, or pass --course "
+            "with the clone's assignments/ folder"
+        )
     if not args.dest.strip():
         parser.error("the folder to copy into is empty (make homework DEST=folder)")
     dest = Path(args.dest).expanduser().resolve()

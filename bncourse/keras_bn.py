@@ -147,23 +147,37 @@ class BatchNorm(keras.layers.Layer):
         shape = (num_features,)
         if self.scale:
             self.gamma = self.add_weight(
-                shape=shape, name="gamma", initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
-                trainable=True, autocast=False,
+                shape=shape,
+                name="gamma",
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+                trainable=True,
+                autocast=False,
             )
         if self.center:
             self.beta = self.add_weight(
-                shape=shape, name="beta", initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer, constraint=self.beta_constraint,
-                trainable=True, autocast=False,
+                shape=shape,
+                name="beta",
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+                trainable=True,
+                autocast=False,
             )
         self.moving_mean = self.add_weight(
-            shape=shape, name="moving_mean", initializer=self.moving_mean_initializer,
-            trainable=False, autocast=False,
+            shape=shape,
+            name="moving_mean",
+            initializer=self.moving_mean_initializer,
+            trainable=False,
+            autocast=False,
         )
         self.moving_variance = self.add_weight(
-            shape=shape, name="moving_variance", initializer=self.moving_variance_initializer,
-            trainable=False, autocast=False,
+            shape=shape,
+            name="moving_variance",
+            initializer=self.moving_variance_initializer,
+            trainable=False,
+            autocast=False,
         )
         self.input_spec = keras.layers.InputSpec(ndim=len(input_shape), axes={axis: num_features})
         self._reduction_axes = tuple(i for i in range(len(input_shape)) if i != axis)
@@ -192,7 +206,9 @@ class BatchNorm(keras.layers.Layer):
 
     def call(self, inputs, training=None, mask=None):
         # Half precision has too little range for statistics: compute in float32.
-        compute = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
+        compute = (
+            "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
+        )
         x = ops.cast(inputs, compute)
         shape = self._broadcast_shape
         if training and self.trainable:

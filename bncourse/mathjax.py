@@ -74,10 +74,12 @@ def _unpack(tarball: Path, directory: Path) -> int:
                 continue
             relative = PurePosixPath(*path.parts[2:])
             if ".." in relative.parts or relative.is_absolute():
-                raise MathJaxError(f"refusing a path outside the package in {tarball}: "
-                                   f"{member.name!r}")
+                raise MathJaxError(
+                    f"refusing a path outside the package in {tarball}: {member.name!r}"
+                )
             if not member.isfile() or not any(
-                    str(relative) == keep or str(relative).startswith(keep) for keep in _KEEP):
+                str(relative) == keep or str(relative).startswith(keep) for keep in _KEEP
+            ):
                 continue
             target = directory / relative
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,8 +87,9 @@ def _unpack(tarball: Path, directory: Path) -> int:
                 shutil.copyfileobj(src, dst)
             count += 1
     if not (directory / ENTRY_POINT).is_file():
-        raise MathJaxError(f"{tarball} has no package/es5/{ENTRY_POINT}: not a MathJax "
-                           f"{VERSION} tarball")
+        raise MathJaxError(
+            f"{tarball} has no package/es5/{ENTRY_POINT}: not a MathJax {VERSION} tarball"
+        )
     return count
 
 
@@ -117,8 +120,9 @@ def ensure(directory=None, *, registry: str | None = None, tarball=None) -> Path
                 raise MathJaxError(f"BNCOURSE_MATHJAX_TARBALL: {tarball} is not a file")
             got = sha256_of(tarball)
             if got != SHA256:
-                raise MathJaxError(f"{tarball} is not mathjax-{VERSION}.tgz: expected sha256 "
-                                   f"{SHA256}, got {got}")
+                raise MathJaxError(
+                    f"{tarball} is not mathjax-{VERSION}.tgz: expected sha256 {SHA256}, got {got}"
+                )
         else:
             url = tarball_url(registry)
             try:
@@ -127,11 +131,13 @@ def ensure(directory=None, *, registry: str | None = None, tarball=None) -> Path
                 raise MathJaxError(
                     f"could not download MathJax {VERSION} from {url}: {e}. Offline, set "
                     f"BNCOURSE_MATHJAX_TARBALL to a copy of the tarball (npm pack "
-                    f"mathjax@{VERSION}), or BNCOURSE_NPM_REGISTRY to a mirror") from e
+                    f"mathjax@{VERSION}), or BNCOURSE_NPM_REGISTRY to a mirror"
+                ) from e
         staging = tmp / "mathjax"
         count = _unpack(tarball, staging)
-        (staging / _MARKER).write_text(json.dumps({"version": VERSION, "sha256": SHA256,
-                                                   "files": count}) + "\n")
+        (staging / _MARKER).write_text(
+            json.dumps({"version": VERSION, "sha256": SHA256, "files": count}) + "\n"
+        )
         if directory.exists():
             shutil.rmtree(directory)  # an incomplete or older copy
         os.replace(staging, directory)

@@ -85,8 +85,13 @@ def build_mlp(
     layers = [keras.Input(shape=input_shape), keras.layers.Flatten(name="flatten")]
     for i, units in enumerate(hidden_units, start=1):
         layers += _hidden(
-            keras.layers.Dense, units, bn=bn, bn_layer=bn_layer, use_bias=use_bias,
-            name=f"dense{i}", kernel_initializer=kernel_initializer,
+            keras.layers.Dense,
+            units,
+            bn=bn,
+            bn_layer=bn_layer,
+            use_bias=use_bias,
+            name=f"dense{i}",
+            kernel_initializer=kernel_initializer,
         )
     layers.append(keras.layers.Dense(num_classes, activation="softmax", name="output"))
     return keras.Sequential(layers, name=name or f"mlp_{bn or 'nobn'}")
@@ -130,8 +135,9 @@ def build_cnn(
     return keras.Sequential(layers, name=name or f"cnn_{bn or 'nobn'}")
 
 
-def build_small(bn="after", *, bn_layer="keras", use_bias=None, input_dim=64, num_classes=10,
-                name=None):
+def build_small(
+    bn="after", *, bn_layer="keras", use_bias=None, input_dim=64, num_classes=10, name=None
+):
     """The toy model: Dense 32 on 64 inputs, BN, Dense 10 softmax.
 
     Args:
@@ -144,7 +150,8 @@ def build_small(bn="after", *, bn_layer="keras", use_bias=None, input_dim=64, nu
     """
     _check_bn(bn)
     layers = [keras.Input(shape=(input_dim,))]
-    layers += _hidden(keras.layers.Dense, 32, bn=bn, bn_layer=bn_layer, use_bias=use_bias,
-                      name="dense1")
+    layers += _hidden(
+        keras.layers.Dense, 32, bn=bn, bn_layer=bn_layer, use_bias=use_bias, name="dense1"
+    )
     layers.append(keras.layers.Dense(num_classes, activation="softmax", name="output"))
     return keras.Sequential(layers, name=name or f"small_{bn or 'nobn'}")

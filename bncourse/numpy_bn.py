@@ -334,8 +334,7 @@ def _bn_dout(dout, cache):
     dout = np.asarray(dout)
     if dout.shape != cache["x"].shape:
         raise ValueError(
-            f"dout must have the shape of the forward's input {cache['x'].shape}, "
-            f"got {dout.shape}"
+            f"dout must have the shape of the forward's input {cache['x'].shape}, got {dout.shape}"
         )
     return dout.astype(cache["xhat"].dtype, copy=False), cache
 

@@ -51,8 +51,7 @@ def _sd(values, axis=None):
     for a single seed."""
     values = np.asarray(values, dtype=float)
     n = values.shape[axis] if axis is not None else values.size
-    return np.std(values, axis=axis, ddof=1) if n > 1 else np.zeros_like(
-        np.mean(values, axis=axis))
+    return np.std(values, axis=axis, ddof=1) if n > 1 else np.zeros_like(np.mean(values, axis=axis))
 
 
 def _axes(ax):
@@ -74,8 +73,9 @@ def _check(records):
     records = list(records)
     if not records:
         raise ValueError("no results to plot")
-    keys = {(r["config"]["experiment"], r["config"]["profile"], r["config"]["dataset"])
-            for r in records}
+    keys = {
+        (r["config"]["experiment"], r["config"]["profile"], r["config"]["dataset"]) for r in records
+    }
     if len(keys) > 1:
         raise ValueError(f"results of several experiments cannot share a figure: {sorted(keys)}")
     return records
@@ -84,7 +84,9 @@ def _check(records):
 def _subtitle(records) -> str:
     c = records[0]["config"]
     seeds = sorted({r["config"]["seed"] for r in records})
-    return f"{c['experiment']} ({c['profile']}): {c['model']} on {c['dataset']}, {len(seeds)} seed(s)"
+    return (
+        f"{c['experiment']} ({c['profile']}): {c['model']} on {c['dataset']}, {len(seeds)} seed(s)"
+    )
 
 
 def plot_learning_curves(records, metric: str = "accuracy", ax=None):
@@ -99,11 +101,18 @@ def plot_learning_curves(records, metric: str = "accuracy", ax=None):
             curves = np.array([r["history"][key] for r in runs])
             epochs = np.arange(1, curves.shape[1] + 1)
             mean, std = curves.mean(axis=0), _sd(curves, axis=0)
-            ax.plot(epochs, mean, dashes, color=style["color"], lw=1.8,
-                    label=f"{style['label']}, {what}")
+            ax.plot(
+                epochs,
+                mean,
+                dashes,
+                color=style["color"],
+                lw=1.8,
+                label=f"{style['label']}, {what}",
+            )
             if len(runs) > 1:
-                ax.fill_between(epochs, mean - std, mean + std, color=style["color"], alpha=0.15,
-                                lw=0)
+                ax.fill_between(
+                    epochs, mean - std, mean + std, color=style["color"], alpha=0.15, lw=0
+                )
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -111,8 +120,13 @@ def plot_learning_curves(records, metric: str = "accuracy", ax=None):
     ax.set_ylabel(metric)
     ax.set_title(f"Learning curves ({metric})\n{_subtitle(records)}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncols=len(_by_variant(records)), loc="upper center",
-              bbox_to_anchor=(0.5, -0.14), frameon=False)
+    ax.legend(
+        fontsize=8,
+        ncols=len(_by_variant(records)),
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        frameon=False,
+    )
     return ax
 
 
@@ -125,15 +139,24 @@ def plot_test_accuracy(records, ax=None):
         style = VARIANT_STYLE[bn]
         acc = [r["test"]["accuracy"] for r in runs]
         std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        ax.errorbar([i], [statistics.fmean(acc)], yerr=[std], fmt="o", color=style["color"],
-                    capsize=6, ms=8, lw=2)
+        ax.errorbar(
+            [i],
+            [statistics.fmean(acc)],
+            yerr=[std],
+            fmt="o",
+            color=style["color"],
+            capsize=6,
+            ms=8,
+            lw=2,
+        )
         ax.plot(np.full(len(acc), i + 0.12), acc, "x", color=style["color"], alpha=0.7, ms=6)
         labels.append(style["label"])
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Test accuracy: mean ± 1 std (o) and each seed (x)\n{_subtitle(records)}",
-                 fontsize=10)
+    ax.set_title(
+        f"Test accuracy: mean ± 1 std (o) and each seed (x)\n{_subtitle(records)}", fontsize=10
+    )
     ax.grid(axis="y", alpha=0.3)
     return ax
 
@@ -152,13 +175,20 @@ def plot_epoch_seconds(records, ax=None):
         q1, median, q3 = np.percentile(seconds, [25, 50, 75])
         medians[bn], tops[bn] = median, q3
         ax.bar([i], [median], color=style["color"], alpha=0.8, width=0.6)
-        ax.errorbar([i], [median], yerr=[[median - q1], [q3 - median]], fmt="none",
-                    color="black", capsize=5)
+        ax.errorbar(
+            [i], [median], yerr=[[median - q1], [q3 - median]], fmt="none", color="black", capsize=5
+        )
         labels.append(style["label"])
     if "none" in medians:
         for i, (bn, _) in enumerate(_by_variant(records)):
-            ax.annotate(f"{medians[bn] / medians['none']:.2f}x", (i, tops[bn]),
-                        textcoords="offset points", xytext=(0, 6), ha="center", fontsize=9)
+            ax.annotate(
+                f"{medians[bn] / medians['none']:.2f}x",
+                (i, tops[bn]),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=9,
+            )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("seconds per epoch (training, first epoch left out)")
     ax.set_ylim(0, max(tops.values()) * 1.2)
@@ -205,8 +235,11 @@ def save_report_figures(records, out_dir) -> list:
     for (experiment, profile, dataset), runs in sorted(groups.items()):
         default = PROTOCOLS[experiment].dataset if experiment in PROTOCOLS else None
         stem = f"{experiment}-{profile}" + ("" if dataset == default else f"-{dataset}")
-        for name, plot in (("curves", plot_learning_curves), ("test-accuracy", plot_test_accuracy),
-                           ("epoch-seconds", plot_epoch_seconds)):
+        for name, plot in (
+            ("curves", plot_learning_curves),
+            ("test-accuracy", plot_test_accuracy),
+            ("epoch-seconds", plot_epoch_seconds),
+        ):
             paths += _save(plot(runs), out_dir / f"{stem}-{name}")
     return paths
 
@@ -214,18 +247,25 @@ def save_report_figures(records, out_dir) -> list:
 # --------------------------------------------------------------------------- claims
 
 CLAIM_STYLE = {
-    "none": (PALETTE["grey"], "no BN"), "bn": (PALETTE["blue"], "BN"),
+    "none": (PALETTE["grey"], "no BN"),
+    "bn": (PALETTE["blue"], "BN"),
     "noisy-bn": (PALETTE["reddish purple"], "BN + noise"),
-    "bias": (PALETTE["orange"], "bias before BN"), "nobias": (PALETTE["blue"], "no bias before BN"),
+    "bias": (PALETTE["orange"], "bias before BN"),
+    "nobias": (PALETTE["blue"], "no bias before BN"),
     "dropout": (PALETTE["bluish green"], "dropout"),
     "bn+dropout": (PALETTE["reddish purple"], "BN + dropout"),
-    "raw": (PALETTE["vermillion"], "raw [0, 255]"), "unit": (PALETTE["blue"], "[0, 1]"),
+    "raw": (PALETTE["vermillion"], "raw [0, 255]"),
+    "unit": (PALETTE["blue"], "[0, 1]"),
     "standard": (PALETTE["bluish green"], "standardised"),
-    "m0.99": (PALETTE["blue"], "momentum 0.99"), "m0.9": (PALETTE["orange"], "momentum 0.9"),
+    "m0.99": (PALETTE["blue"], "momentum 0.99"),
+    "m0.9": (PALETTE["orange"], "momentum 0.9"),
     "frozen": (PALETTE["black"], "control: hidden layers frozen"),
 }
-OUTCOME_COLOURS = {"supported": PALETTE["bluish green"], "inconclusive": PALETTE["grey"],
-                   "contradicted": PALETTE["vermillion"]}
+OUTCOME_COLOURS = {
+    "supported": PALETTE["bluish green"],
+    "inconclusive": PALETTE["grey"],
+    "contradicted": PALETTE["vermillion"],
+}
 
 
 def _claim_groups(records, key=None):
@@ -263,12 +303,23 @@ def plot_sweep(records, key, ax=None):
         color, label = CLAIM_STYLE[variant]
         values = sorted(k for v, k in groups if v == variant)
         accs = [[r["best_val_accuracy"] for r in groups[(variant, k)]] for k in values]
-        ax.errorbar(values, [np.mean(a) for a in accs], yerr=[_sd(a) for a in accs],
-                    color=color, marker="o", capsize=4, label=label)
+        ax.errorbar(
+            values,
+            [np.mean(a) for a in accs],
+            yerr=[_sd(a) for a in accs],
+            color=color,
+            marker="o",
+            capsize=4,
+            label=label,
+        )
     ax.set_xscale("log")
     ax.axhline(0.1, color="black", lw=0.8, ls=":", label="chance")
-    ax.set_xlabel({"init_scale": "initial weight scale (x He)",
-                   "learning_rate": "learning rate (plain SGD)"}.get(key, key))
+    ax.set_xlabel(
+        {
+            "init_scale": "initial weight scale (x He)",
+            "learning_rate": "learning rate (plain SGD)",
+        }.get(key, key)
+    )
     ax.set_ylabel("best validation accuracy")
     ax.set_ylim(0, 1)
     claim = {"init_scale": 4, "learning_rate": 6}.get(key, "")
@@ -307,23 +358,29 @@ def plot_input_scaling(records, ax=None):
     for (variant, gain), runs in sorted(_claim_groups(records, "init_gain").items()):
         color, label = CLAIM_STYLE[variant]
         norms = np.mean([r["initial_grad_norms"] for r in runs], axis=0)
-        ax.plot(np.arange(1, len(norms) + 1), norms, color=color,
-                ls="-" if gain == 1.0 else "--", marker="o", ms=3,
-                label=f"{label}, He x {gain:g}")
+        ax.plot(
+            np.arange(1, len(norms) + 1),
+            norms,
+            color=color,
+            ls="-" if gain == 1.0 else "--",
+            marker="o",
+            ms=3,
+            label=f"{label}, He x {gain:g}",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("layer (1 = first)")
     ax.set_ylabel("kernel gradient norm at initialisation")
     ax.set_title("Claim 11: plain 12-layer ReLU network, gradient norms by layer", fontsize=10)
     ax.grid(alpha=0.3)
     # below the axes: the curves span every decade, so no corner inside is free
-    ax.legend(fontsize=8, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.14),
-              frameon=False)
+    ax.legend(fontsize=8, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     return ax
 
 
 def _bars(ax, labels, values, errors, colors):
-    ax.bar(range(len(labels)), values, yerr=errors, color=colors, alpha=0.85, capsize=5,
-           ecolor="black")
+    ax.bar(
+        range(len(labels)), values, yerr=errors, color=colors, alpha=0.85, capsize=5, ecolor="black"
+    )
     ax.set_xticks(range(len(labels)), labels)
 
 
@@ -333,8 +390,13 @@ def plot_regularisation(records, ax=None):
     order = [v for v in ("none", "bn", "dropout", "bn+dropout") if v in _claim_groups(records)]
     groups = _claim_groups(records)
     gaps = [[r["train_accuracy"] - r["final_val_accuracy"] for r in groups[v]] for v in order]
-    _bars(ax, [CLAIM_STYLE[v][1] for v in order], [np.mean(g) for g in gaps],
-          [_sd(g) for g in gaps], [CLAIM_STYLE[v][0] for v in order])
+    _bars(
+        ax,
+        [CLAIM_STYLE[v][1] for v in order],
+        [np.mean(g) for g in gaps],
+        [_sd(g) for g in gaps],
+        [CLAIM_STYLE[v][0] for v in order],
+    )
     ax.set_ylabel("training minus validation accuracy")
     ax.set_title("Claim 5: overfitting with and without BN and dropout", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
@@ -351,16 +413,31 @@ def plot_inference_stats(records, ax=None):
     for i, key in enumerate(keys):
         moving = [r["test_accuracy_moving"] for r in groups[key]]
         precise = [r["test_accuracy_precise"] for r in groups[key]]
-        ax.bar(i - width / 2, np.mean(moving), width, yerr=_sd(moving), color=PALETTE["orange"],
-               ecolor="black", capsize=4, label="moving statistics" if i == 0 else None)
-        ax.bar(i + width / 2, np.mean(precise), width, yerr=_sd(precise), color=PALETTE["blue"],
-               ecolor="black", capsize=4, label="recomputed statistics" if i == 0 else None)
+        ax.bar(
+            i - width / 2,
+            np.mean(moving),
+            width,
+            yerr=_sd(moving),
+            color=PALETTE["orange"],
+            ecolor="black",
+            capsize=4,
+            label="moving statistics" if i == 0 else None,
+        )
+        ax.bar(
+            i + width / 2,
+            np.mean(precise),
+            width,
+            yerr=_sd(precise),
+            color=PALETTE["blue"],
+            ecolor="black",
+            capsize=4,
+            label="recomputed statistics" if i == 0 else None,
+        )
         labels.append(f"{CLAIM_STYLE[key[0]][1]}\n{key[1]} steps")
     ax.set_xticks(range(len(keys)), labels, fontsize=8)
     ax.set_ylabel("test accuracy (inference mode)")
     ax.set_ylim(0, 1)
-    ax.set_title("Claims 12a and 12b: BN's moving statistics against recomputed ones",
-                 fontsize=10)
+    ax.set_title("Claims 12a and 12b: BN's moving statistics against recomputed ones", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return ax
@@ -373,9 +450,13 @@ def plot_bias_before_bn(records, ax=None):
     order = [v for v in ("bias", "nobias") if v in groups]
     accs = [[r["test"]["accuracy"] for r in groups[v]] for v in order]
     params = [groups[v][0]["n_params"]["trainable"] for v in order]
-    _bars(ax, [f"{CLAIM_STYLE[v][1]}\n{p:,} parameters" for v, p in zip(order, params)],
-          [np.mean(a) for a in accs], [_sd(a) for a in accs],
-          [CLAIM_STYLE[v][0] for v in order])
+    _bars(
+        ax,
+        [f"{CLAIM_STYLE[v][1]}\n{p:,} parameters" for v, p in zip(order, params)],
+        [np.mean(a) for a in accs],
+        [_sd(a) for a in accs],
+        [CLAIM_STYLE[v][0] for v in order],
+    )
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     ax.set_title("Claim 8: a bias before BN", fontsize=10)
@@ -388,27 +469,43 @@ def plot_small_batch(records, ax=None):
     with recomputed statistics), mean ± 1 std over seeds."""
     ax = _axes(ax)
     groups = _claim_groups(records, "batch_size")
-    names = {"bn": (PALETTE["blue"], "BN"), "gn": (PALETTE["bluish green"], "GroupNorm (8 groups)"),
-             "ln": (PALETTE["reddish purple"], "LayerNormalization (over channels only)")}
+    names = {
+        "bn": (PALETTE["blue"], "BN"),
+        "gn": (PALETTE["bluish green"], "GroupNorm (8 groups)"),
+        "ln": (PALETTE["reddish purple"], "LayerNormalization (over channels only)"),
+    }
     for variant, (color, label) in names.items():
         batches = sorted(b for v, b in groups if v == variant)
         if not batches:
             continue
-        for key, style, suffix in (("test", "-", ""), ("test_accuracy_recomputed", "--",
-                                                          ", recomputed statistics")):
+        for key, style, suffix in (
+            ("test", "-", ""),
+            ("test_accuracy_recomputed", "--", ", recomputed statistics"),
+        ):
             if key != "test" and variant != "bn":
                 continue
-            accs = [[r["test"]["accuracy"] if key == "test" else r[key]
-                     for r in groups[(variant, b)]] for b in batches]
-            ax.errorbar(batches, [np.mean(a) for a in accs], yerr=[_sd(a) for a in accs],
-                        color=color, ls=style, marker="o", capsize=4, label=label + suffix)
+            accs = [
+                [r["test"]["accuracy"] if key == "test" else r[key] for r in groups[(variant, b)]]
+                for b in batches
+            ]
+            ax.errorbar(
+                batches,
+                [np.mean(a) for a in accs],
+                yerr=[_sd(a) for a in accs],
+                color=color,
+                ls=style,
+                marker="o",
+                capsize=4,
+                label=label + suffix,
+            )
     ax.set_xscale("log", base=2)
     sizes = sorted({b for _, b in groups})
     ax.set_xticks(sizes, [str(b) for b in sizes])
     ax.set_xlabel("batch size")
     ax.set_ylabel("test accuracy (inference mode)")
-    ax.set_title("Claim 12c: small batches, BN against batch-independent normalisations",
-                 fontsize=10)
+    ax.set_title(
+        "Claim 12c: small batches, BN against batch-independent normalisations", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
@@ -425,16 +522,36 @@ def plot_verdict(verdict, ax=None):
         finite = [v for v in (i.low, i.high) if np.isfinite(v)]
         low = i.low if np.isfinite(i.low) else min(finite + list(i.values))
         high = i.high if np.isfinite(i.high) else max(finite + list(i.values))
-        ax.plot([low, high], [row, row], color=colour, lw=6, alpha=0.55, solid_capstyle="butt",
-                label=f"interval: {e.outcome}" if row == 0 or e.outcome != verdict.effects[
-                    len(verdict.effects) - row].outcome else None)
+        ax.plot(
+            [low, high],
+            [row, row],
+            color=colour,
+            lw=6,
+            alpha=0.55,
+            solid_capstyle="butt",
+            label=f"interval: {e.outcome}"
+            if row == 0 or e.outcome != verdict.effects[len(verdict.effects) - row].outcome
+            else None,
+        )
         offsets = np.linspace(-0.15, 0.15, len(i.values)) if len(i.values) > 1 else [0.0]
-        ax.scatter(i.values, row + np.asarray(offsets), s=18, color="black", zorder=3,
-                   label="one seed (or run)" if row == 0 else None)
+        ax.scatter(
+            i.values,
+            row + np.asarray(offsets),
+            s=18,
+            color="black",
+            zorder=3,
+            label="one seed (or run)" if row == 0 else None,
+        )
         ax.plot([i.estimate], [row], marker="|", ms=16, mew=2, color="black")
-        ax.axvline(e.threshold, ymin=(row + 0.1) / len(verdict.effects),
-                   ymax=(row + 0.9) / len(verdict.effects), color=PALETTE["black"], ls="--",
-                   lw=1.2, label="the rule's threshold" if row == 0 else None)
+        ax.axvline(
+            e.threshold,
+            ymin=(row + 0.1) / len(verdict.effects),
+            ymax=(row + 0.9) / len(verdict.effects),
+            color=PALETTE["black"],
+            ls="--",
+            lw=1.2,
+            label="the rule's threshold" if row == 0 else None,
+        )
     labels = [_wrap(e.label, 46) for e in reversed(verdict.effects)]
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.set_ylim(-0.6, len(labels) - 0.4)
@@ -457,10 +574,14 @@ def plot_verdicts(verdicts, width=7.0):
     if not verdicts:
         raise ValueError("plot_verdicts: expected at least one verdict, got none")
     rows = [max(len(v.effects), 1) for v in verdicts]
-    fig, axes = plt.subplots(len(verdicts), 1, figsize=(width, 0.9 + 0.75 * sum(rows)
-                                                        + 0.6 * len(verdicts)),
-                             layout="constrained", gridspec_kw={"height_ratios": rows},
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(verdicts),
+        1,
+        figsize=(width, 0.9 + 0.75 * sum(rows) + 0.6 * len(verdicts)),
+        layout="constrained",
+        gridspec_kw={"height_ratios": rows},
+        squeeze=False,
+    )
     for ax, v in zip(axes[:, 0], verdicts):
         plot_verdict(v, ax=ax)
     axes[-1, 0].set_xlabel(f"effect (one dot per seed or run; bar: {CONFIDENCE:.0%} interval)")
@@ -477,8 +598,11 @@ def plot_accuracy_by_epoch(records, reported=None, ax=None):
             horizontal lines in the variant's colour; None for none.
     """
     ax = _axes(ax)
-    styles = {"accuracy": ("-", "training (fit's log)"), "val_accuracy": (":", "validation"),
-              "test_accuracy": ("--", "test")}
+    styles = {
+        "accuracy": ("-", "training (fit's log)"),
+        "val_accuracy": (":", "validation"),
+        "test_accuracy": ("--", "test"),
+    }
     for bn in (b for b in _ORDER if any(r["config"]["bn"] == b for r in records)):
         runs = [r for r in records if r["config"]["bn"] == bn]
         style = VARIANT_STYLE[bn]
@@ -488,11 +612,22 @@ def plot_accuracy_by_epoch(records, reported=None, ax=None):
                 continue
             n = min(len(c) for c in curves)
             mean = np.mean([c[:n] for c in curves], axis=0)
-            ax.plot(range(1, n + 1), mean, color=style["color"], ls=ls, lw=1.6,
-                    label=f"{style['label']}: {what}")
+            ax.plot(
+                range(1, n + 1),
+                mean,
+                color=style["color"],
+                ls=ls,
+                lw=1.6,
+                label=f"{style['label']}: {what}",
+            )
         if reported and bn in reported:
-            ax.axhline(float(reported[bn]), color=style["color"], ls="-.", lw=0.9,
-                       label=f"{style['label']}: reported {reported[bn]}")
+            ax.axhline(
+                float(reported[bn]),
+                color=style["color"],
+                ls="-.",
+                lw=0.9,
+                label=f"{style['label']}: reported {reported[bn]}",
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)

@@ -37,12 +37,13 @@ class Progress:
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
-        eta = "?" if not self.done else self._clock(elapsed / self.done
-                                                     * (self.total - self.done))
+        eta = "?" if not self.done else self._clock(elapsed / self.done * (self.total - self.done))
         pct = 100.0 * self.done / self.total if self.total else 100.0
         width = len(str(self.total))
-        return (f"[{self.done:{width}d}/{self.total}] {pct:5.1f}%  elapsed "
-                f"{self._clock(elapsed)}  ETA {eta}")
+        return (
+            f"[{self.done:{width}d}/{self.total}] {pct:5.1f}%  elapsed "
+            f"{self._clock(elapsed)}  ETA {eta}"
+        )
 
     def step(self, note: str = "") -> None:
         with self.lock:
@@ -55,5 +56,3 @@ class Progress:
             else:
                 self.stream.write(text + "\n")
             self.stream.flush()
-
-

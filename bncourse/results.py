@@ -73,7 +73,8 @@ def _machine() -> dict:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "keras_backend": keras.backend.backend() if keras is not None
+        "keras_backend": keras.backend.backend()
+        if keras is not None
         else os.environ.get("KERAS_BACKEND", "tensorflow"),
     }
     try:
@@ -175,15 +176,21 @@ def check_result(path) -> Check:
             problems.append("stale: the experiment's definition changed since this run")
     else:
         try:
-            current = run_config(experiment(name).protocol, config["bn"], config["seed"],
-                                 config["profile"], epochs=config["epochs"],
-                                 dataset=config["dataset"])
+            current = run_config(
+                experiment(name).protocol,
+                config["bn"],
+                config["seed"],
+                config["profile"],
+                epochs=config["epochs"],
+                dataset=config["dataset"],
+            )
         except (KeyError, ValueError) as e:
             problems.append(f"stale: its configuration cannot be rebuilt ({e})")
         else:
             if current != config:
-                changed = sorted(k for k in set(current) | set(config)
-                                 if current.get(k) != config.get(k))
+                changed = sorted(
+                    k for k in set(current) | set(config) if current.get(k) != config.get(k)
+                )
                 problems.append(
                     "stale: the experiment's definition changed since this run "
                     f"(differs in {', '.join(changed)})"
@@ -228,8 +235,9 @@ def training_seconds(records) -> dict:
         p = r.get("provenance", {})
         if not p.get("started"):
             continue
-        seconds = (_dt.datetime.fromisoformat(p["date"])
-                   - _dt.datetime.fromisoformat(p["started"])).total_seconds()
+        seconds = (
+            _dt.datetime.fromisoformat(p["date"]) - _dt.datetime.fromisoformat(p["started"])
+        ).total_seconds()
         name = r["config"]["experiment"]
         out[name] = out.get(name, 0.0) + seconds
         out["all"] = out.get("all", 0.0) + seconds
@@ -272,17 +280,28 @@ def summarize(records):
         for bn in sorted(variants, key=order.get):
             runs = sorted(variants[bn], key=lambda r: r["config"]["seed"])
             acc_mean, acc_std = mean_std([r["test"]["accuracy"] for r in runs])
-            rows.append({
-                "experiment": key[0], "profile": key[1], "dataset": key[2], "model": key[3],
-                "epochs": key[4], "bn": bn, "seeds": [r["config"]["seed"] for r in runs],
-                "n": len(runs), "test_accuracy_mean": acc_mean, "test_accuracy_std": acc_std,
-                "best_val_accuracy": statistics.fmean(
-                    max(r["history"]["val_accuracy"]) for r in runs),
-                "epochs_to_90pct": statistics.fmean(
-                    epochs_to_fraction(r["history"]["val_accuracy"]) for r in runs),
-                "seconds_per_epoch": medians[bn],
-                "time_ratio": medians[bn] / medians["none"] if "none" in medians else None,
-            })
+            rows.append(
+                {
+                    "experiment": key[0],
+                    "profile": key[1],
+                    "dataset": key[2],
+                    "model": key[3],
+                    "epochs": key[4],
+                    "bn": bn,
+                    "seeds": [r["config"]["seed"] for r in runs],
+                    "n": len(runs),
+                    "test_accuracy_mean": acc_mean,
+                    "test_accuracy_std": acc_std,
+                    "best_val_accuracy": statistics.fmean(
+                        max(r["history"]["val_accuracy"]) for r in runs
+                    ),
+                    "epochs_to_90pct": statistics.fmean(
+                        epochs_to_fraction(r["history"]["val_accuracy"]) for r in runs
+                    ),
+                    "seconds_per_epoch": medians[bn],
+                    "time_ratio": medians[bn] / medians["none"] if "none" in medians else None,
+                }
+            )
     return rows
 
 
@@ -292,16 +311,20 @@ def format_table(rows) -> str:
         return "no results"
     out = []
     current = None
-    header = (f"{'BN':<7} {'seeds':>5} {'test accuracy':>17} {'best val':>9} "
-              f"{'epochs to 90%':>13} {'s/epoch':>8} {'vs none':>8}")
+    header = (
+        f"{'BN':<7} {'seeds':>5} {'test accuracy':>17} {'best val':>9} "
+        f"{'epochs to 90%':>13} {'s/epoch':>8} {'vs none':>8}"
+    )
     for row in rows:
         key = (row["experiment"], row["profile"], row["dataset"], row["epochs"])
         if key != current:
             if current is not None:
                 out.append("")
             current = key
-            out.append(f"{row['experiment']} [{row['profile']}] {row['model']} on "
-                       f"{row['dataset']}, {row['epochs']} epochs")
+            out.append(
+                f"{row['experiment']} [{row['profile']}] {row['model']} on "
+                f"{row['dataset']}, {row['epochs']} epochs"
+            )
             out.append(header)
         ratio = f"{row['time_ratio']:.2f}x" if row["time_ratio"] is not None else "-"
         out.append(

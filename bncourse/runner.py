@@ -59,13 +59,15 @@ class Progress:
     def epoch(self, epoch, logs, seconds):
         self.epoch_seconds.append(seconds)
         label, epochs = self.runs[self.index]
-        remaining = epochs - (epoch + 1) + sum(e for _, e in self.runs[self.index + 1:])
+        remaining = epochs - (epoch + 1) + sum(e for _, e in self.runs[self.index + 1 :])
         mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
         acc = logs.get("val_accuracy")
-        line = (f"[run {self.index + 1}/{len(self.runs)}] {label} | epoch {epoch + 1}/{epochs}"
-                + (f" | val acc {acc:.4f}" if acc is not None else "")
-                + f" | elapsed {duration(time.monotonic() - self.start)}"
-                + f" | ETA {duration(remaining * mean)}")
+        line = (
+            f"[run {self.index + 1}/{len(self.runs)}] {label} | epoch {epoch + 1}/{epochs}"
+            + (f" | val acc {acc:.4f}" if acc is not None else "")
+            + f" | elapsed {duration(time.monotonic() - self.start)}"
+            + f" | ETA {duration(remaining * mean)}"
+        )
         if self.tty:
             self.stream.write("\r\x1b[2K" + line)
             if remaining == 0:
@@ -154,10 +156,12 @@ class ReproductionProgress(_Bar):
         eta = self.eta()
         pct = 100.0 * self.done / self.total if self.total else 100.0
         width = len(str(self.total))
-        return (f"[{self.done:{width}d}/{self.total}] {pct:5.1f}%  elapsed "
-                f"{self._clock(self.clock() - self.started)}  ETA "
-                f"{'?' if eta is None else self._clock(eta)}"
-                + (f"  {self.failed} failed" if self.failed else ""))
+        return (
+            f"[{self.done:{width}d}/{self.total}] {pct:5.1f}%  elapsed "
+            f"{self._clock(self.clock() - self.started)}  ETA "
+            f"{'?' if eta is None else self._clock(eta)}"
+            + (f"  {self.failed} failed" if self.failed else "")
+        )
 
     def finished(self, config, seconds, note="") -> None:
         """A run finished in ``seconds``: count it and draw the bar."""
@@ -208,8 +212,7 @@ def run_one(config, *, on_epoch=None, command=None, arrays_cache=None) -> dict:
         outcome = e.train(config, on_epoch=on_epoch)
     else:
         cache = {} if arrays_cache is None else arrays_cache
-        key = (config["dataset"], config["model"], str(config["subset"]),
-               str(config["validation"]))
+        key = (config["dataset"], config["model"], str(config["subset"]), str(config["validation"]))
         if key not in cache:
             cache.clear()  # keep one dataset in memory at a time
             cache[key] = prepare_data(config)
@@ -238,8 +241,10 @@ def saved_and_todo(configs, out_dir, *, rerun=False, stream=None):
             stream.write(f"{path}: {'; '.join(check.problems)}; running it again\n")
         todo.append(config)
     if len(records):
-        stream.write(f"{len(records)} run(s) already saved in {out_dir}, skipped "
-                     "(use --rerun to run them again)\n")
+        stream.write(
+            f"{len(records)} run(s) already saved in {out_dir}, skipped "
+            "(use --rerun to run them again)\n"
+        )
     return records, todo
 
 
@@ -250,19 +255,26 @@ def run_configs(configs, out_dir, *, rerun=False, command=None, stream=None):
     stream = stream or sys.stderr
     records, todo = saved_and_todo(configs, out_dir, rerun=rerun, stream=stream)
     progress = Progress(
-        [(f"{c['experiment']} {'bn=' + c['bn'] if 'bn' in c else c['variant']} seed={c['seed']}",
-      c.get("epochs", 1)) for c in todo],
+        [
+            (
+                f"{c['experiment']} {'bn=' + c['bn'] if 'bn' in c else c['variant']} seed={c['seed']}",
+                c.get("epochs", 1),
+            )
+            for c in todo
+        ],
         stream,
     )
     arrays_cache = {}
     for i, config in enumerate(todo):
         progress.begin(i)
-        record = run_one(config, on_epoch=progress.epoch, command=command,
-                         arrays_cache=arrays_cache)
+        record = run_one(
+            config, on_epoch=progress.epoch, command=command, arrays_cache=arrays_cache
+        )
         path = save_record(record, out_dir)
         accuracy = record.get("test", {}).get("accuracy")
-        progress.note(f"saved {path}" + (f" (test accuracy {accuracy:.4f})" if accuracy is not None
-                                         else ""))
+        progress.note(
+            f"saved {path}" + (f" (test accuracy {accuracy:.4f})" if accuracy is not None else "")
+        )
         records.append(record)
     return records
 
@@ -271,8 +283,16 @@ class SchedulerError(RuntimeError):
     """The dask scheduler cannot be reached, or dask.distributed is not installed."""
 
 
-def reproduce_configs(configs, out_dir, *, rerun=False, command=None, scheduler=None,
-                      stream=None, clock=time.monotonic):
+def reproduce_configs(
+    configs,
+    out_dir,
+    *,
+    rerun=False,
+    command=None,
+    scheduler=None,
+    stream=None,
+    clock=time.monotonic,
+):
     """Run every configuration without a saved result, under one progress bar, and save
     each result at once (atomically, by this process only).
 
@@ -288,11 +308,13 @@ def reproduce_configs(configs, out_dir, *, rerun=False, command=None, scheduler=
     """
     stream = stream or sys.stderr
     records, todo = saved_and_todo(configs, out_dir, rerun=rerun, stream=stream)
-    progress = ReproductionProgress(todo, already_done=len(records), stream=stream,
-                                    clock=clock)
+    progress = ReproductionProgress(todo, already_done=len(records), stream=stream, clock=clock)
     if todo:
-        stream.write(f"{len(todo)} run(s) to do, each saved in {out_dir} when it finishes"
-                     + (f", on the dask cluster at {scheduler}" if scheduler else "") + "\n")
+        stream.write(
+            f"{len(todo)} run(s) to do, each saved in {out_dir} when it finishes"
+            + (f", on the dask cluster at {scheduler}" if scheduler else "")
+            + "\n"
+        )
     try:
         if scheduler is None:
             records += _run_here(todo, out_dir, progress, command)
@@ -346,8 +368,10 @@ def _connect(scheduler):
     try:
         from distributed import Client
     except ImportError:
-        raise SchedulerError("--scheduler needs dask.distributed: install the package's "
-                             "'cluster' extra (pip install 'bncourse[cluster]')") from None
+        raise SchedulerError(
+            "--scheduler needs dask.distributed: install the package's "
+            "'cluster' extra (pip install 'bncourse[cluster]')"
+        ) from None
     try:
         return Client(scheduler, timeout=30)
     except (OSError, TimeoutError, ValueError) as e:
@@ -376,8 +400,13 @@ def _run_on_cluster(todo, out_dir, scheduler, progress, command):
         # the ETA counts the worker threads there are now; more may join later
         progress.parallel = max(1, sum(client.nthreads().values()))
         futures = {
-            client.submit(_run_on_worker, config, command, pure=False,
-                          key=f"run-{run_name(config)}-{uuid.uuid4().hex[:8]}"): config
+            client.submit(
+                _run_on_worker,
+                config,
+                command,
+                pure=False,
+                key=f"run-{run_name(config)}-{uuid.uuid4().hex[:8]}",
+            ): config
             for config in todo
         }
         for future in as_completed(futures):

@@ -52,9 +52,13 @@ def fingerprint(root) -> str:
         if not base.is_dir():
             continue
         for path in sorted(base.rglob("*")):
-            if (path.suffix not in _SUFFIXES or not path.is_file()
-                    or "__pycache__" in path.parts or ".ipynb_checkpoints" in path.parts
-                    or "figures" in path.relative_to(base).parts[:1]):
+            if (
+                path.suffix not in _SUFFIXES
+                or not path.is_file()
+                or "__pycache__" in path.parts
+                or ".ipynb_checkpoints" in path.parts
+                or "figures" in path.relative_to(base).parts[:1]
+            ):
                 continue
             digest.update(path.relative_to(root).as_posix().encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
@@ -66,7 +70,8 @@ def _use_local_mathjax(app, config):
     if not mathjax.installed(directory):
         raise ExtensionError(
             f"the book's local MathJax is missing from {directory}: run `make setup` (or "
-            "`python -m bncourse.mathjax ensure`)")
+            "`python -m bncourse.mathjax ensure`)"
+        )
     # html_static_path copies a folder's contents into _static/, so serve its parent.
     config.html_static_path = [*config.html_static_path, str(directory.parent)]
     config.mathjax_path = f"{directory.name}/{mathjax.ENTRY_POINT}"
@@ -79,8 +84,9 @@ def _check_cache(app):
     marker = cache / MARKER
     recorded = marker.read_text().strip() if marker.is_file() else None
     if recorded != current and cache.exists():
-        logger.info("bncourse changed since the pages were executed: emptying the execution "
-                    "cache %s", cache)
+        logger.info(
+            "bncourse changed since the pages were executed: emptying the execution cache %s", cache
+        )
         shutil.rmtree(cache)
     cache.mkdir(parents=True, exist_ok=True)
     marker.write_text(current + "\n")
@@ -108,8 +114,10 @@ def _unique_scripts(app, pagename, templatename, context, doctree):
     seen, unique = set(), []
     for script in scripts:
         # The copies differ only in filename: None in one, "" in the other.
-        key = (getattr(script, "filename", script) or "",
-               repr(sorted(getattr(script, "attributes", {}).items())))
+        key = (
+            getattr(script, "filename", script) or "",
+            repr(sorted(getattr(script, "attributes", {}).items())),
+        )
         if key not in seen:
             seen.add(key)
             unique.append(script)
@@ -143,7 +151,8 @@ def _kernel_profile(outdir) -> Path:
     profile = ipython_dir / "profile_default"
     profile.mkdir(parents=True, exist_ok=True)
     (profile / "ipython_kernel_config.py").write_text(
-        KERNEL_CONFIG.format(log=str(kernel_log(outdir))))
+        KERNEL_CONFIG.format(log=str(kernel_log(outdir)))
+    )
     return ipython_dir
 
 
@@ -160,7 +169,7 @@ def _favicon_ico(app, exception):
     draw = ImageDraw.Draw(icon)
     draw.rounded_rectangle((0, 0, size - 1, size - 1), radius=5, fill="#0072B2")
     xs = [4 + i * 24 / 40 for i in range(41)]
-    points = [(x, 24 - 18 * math.exp(-((x - 16) / 5.5) ** 2)) for x in xs]
+    points = [(x, 24 - 18 * math.exp(-(((x - 16) / 5.5) ** 2))) for x in xs]
     draw.line(points, fill="#E69F00", width=3)
     icon.save(Path(app.outdir) / "favicon.ico", sizes=[(32, 32), (16, 16)])
 
@@ -196,8 +205,7 @@ def _register_bibliography_style():
         default_label_style = AuthorYearLabels
         default_sorting_style = "author_year_title"
 
-    register_plugin("pybtex.style.formatting", BIBLIOGRAPHY_STYLE, AuthorYearStyle,
-                    force=True)
+    register_plugin("pybtex.style.formatting", BIBLIOGRAPHY_STYLE, AuthorYearStyle, force=True)
 
 
 def setup(app):

@@ -72,8 +72,7 @@ def t_interval(values, confidence: float = CONFIDENCE, *, unit: str = "seeds") -
     else:
         half = float(_stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
         low, high = mean - half, mean + half
-    return Interval(mean, low, high, values,
-                    f"mean over {n} {unit}, {confidence:.0%} t-interval")
+    return Interval(mean, low, high, values, f"mean over {n} {unit}, {confidence:.0%} t-interval")
 
 
 def binomial_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -> Interval:
@@ -82,13 +81,25 @@ def binomial_interval(successes: int, trials: int, confidence: float = CONFIDENC
     from scipy import stats as _stats
 
     if not 0 <= successes <= trials or trials < 1:
-        raise ValueError(f"expected 0 <= successes <= trials and trials >= 1, "
-                         f"got {successes} of {trials}")
+        raise ValueError(
+            f"expected 0 <= successes <= trials and trials >= 1, got {successes} of {trials}"
+        )
     alpha = 1.0 - confidence
-    low = 0.0 if successes == 0 else float(_stats.beta.ppf(alpha / 2, successes,
-                                                           trials - successes + 1))
-    high = 1.0 if successes == trials else float(_stats.beta.ppf(1 - alpha / 2, successes + 1,
-                                                                 trials - successes))
+    low = (
+        0.0
+        if successes == 0
+        else float(_stats.beta.ppf(alpha / 2, successes, trials - successes + 1))
+    )
+    high = (
+        1.0
+        if successes == trials
+        else float(_stats.beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
+    )
     values = (1.0,) * successes + (0.0,) * (trials - successes)
-    return Interval(successes / trials, low, high, values,
-                    f"{successes} of {trials} runs, {confidence:.0%} Clopper-Pearson interval")
+    return Interval(
+        successes / trials,
+        low,
+        high,
+        values,
+        f"{successes} of {trials} runs, {confidence:.0%} Clopper-Pearson interval",
+    )

@@ -61,9 +61,11 @@ class Effect:
     def describe(self) -> str:
         i = self.interval
         sign = ">" if self.side == "above" else "<"
-        return (f"{self.label}: {i.estimate:.4g}, interval [{i.low:.4g}, {i.high:.4g}] "
-                f"({i.method}); the claim predicts {sign} {self.threshold:g}: "
-                f"{self.outcome.upper()}")
+        return (
+            f"{self.label}: {i.estimate:.4g}, interval [{i.low:.4g}, {i.high:.4g}] "
+            f"({i.method}); the claim predicts {sign} {self.threshold:g}: "
+            f"{self.outcome.upper()}"
+        )
 
     def change(self) -> str:
         """What would have given this effect another outcome, in a clause."""
@@ -72,19 +74,26 @@ class Effect:
         toward = "above" if self.side == "above" else "below"
         away = "below" if self.side == "above" else "above"
         if self.outcome == SUPPORTED:
-            return (f"it would have been inconclusive had the interval's "
-                    f"{'low' if self.side == 'above' else 'high'} end ({near:.3g}) not been "
-                    f"{toward} {t:g}")
+            return (
+                f"it would have been inconclusive had the interval's "
+                f"{'low' if self.side == 'above' else 'high'} end ({near:.3g}) not been "
+                f"{toward} {t:g}"
+            )
         if self.outcome == CONTRADICTED:
-            return (f"it would have been inconclusive had the interval's "
-                    f"{'high' if self.side == 'above' else 'low'} end ({far:.3g}) reached {t:g}")
-        return (f"the interval [{i.low:.3g}, {i.high:.3g}] includes {t:g}: it needed to lie "
-                f"wholly {toward} {t:g} to support the claim, wholly {away} to contradict it "
-                "(more seeds narrow it)")
+            return (
+                f"it would have been inconclusive had the interval's "
+                f"{'high' if self.side == 'above' else 'low'} end ({far:.3g}) reached {t:g}"
+            )
+        return (
+            f"the interval [{i.low:.3g}, {i.high:.3g}] includes {t:g}: it needed to lie "
+            f"wholly {toward} {t:g} to support the claim, wholly {away} to contradict it "
+            "(more seeds narrow it)"
+        )
 
 
-def effect(label: str, interval: Interval, *, threshold: float = 0.0,
-           side: str = "above") -> Effect:
+def effect(
+    label: str, interval: Interval, *, threshold: float = 0.0, side: str = "above"
+) -> Effect:
     """An :class:`Effect` with its outcome decided by where ``interval`` lies.
 
     The boundary counts as inconclusive: an interval that touches the threshold has not
@@ -93,11 +102,21 @@ def effect(label: str, interval: Interval, *, threshold: float = 0.0,
     if side not in _SIDES:
         raise ValueError(f"side must be 'above' or 'below', got {side!r}")
     if side == "above":
-        outcome = (SUPPORTED if interval.low > threshold
-                   else CONTRADICTED if interval.high < threshold else INCONCLUSIVE)
+        outcome = (
+            SUPPORTED
+            if interval.low > threshold
+            else CONTRADICTED
+            if interval.high < threshold
+            else INCONCLUSIVE
+        )
     else:
-        outcome = (SUPPORTED if interval.high < threshold
-                   else CONTRADICTED if interval.low > threshold else INCONCLUSIVE)
+        outcome = (
+            SUPPORTED
+            if interval.high < threshold
+            else CONTRADICTED
+            if interval.low > threshold
+            else INCONCLUSIVE
+        )
     return Effect(label, interval, float(threshold), side, outcome)
 
 
@@ -143,8 +162,13 @@ def verdict(claim, text, experiment, effects, rule, numbers=None) -> Verdict:
     if not effects:
         raise ValueError(f"claim {claim}: a verdict needs at least one effect")
     outcomes = {e.outcome for e in effects}
-    outcome = (CONTRADICTED if CONTRADICTED in outcomes
-               else SUPPORTED if outcomes == {SUPPORTED} else INCONCLUSIVE)
+    outcome = (
+        CONTRADICTED
+        if CONTRADICTED in outcomes
+        else SUPPORTED
+        if outcomes == {SUPPORTED}
+        else INCONCLUSIVE
+    )
     return Verdict(str(claim), text, experiment, effects, rule, dict(numbers or {}), outcome)
 
 
@@ -169,8 +193,11 @@ def format_verdicts(items) -> str:
             lines.append(f"  {key}: {value}")
         for e in v.effects:
             lines.append(f"  effect: {e.describe()}")
-        intervals = "; ".join(f"{e.interval.estimate:.3g} [{e.interval.low:.3g}, "
-                              f"{e.interval.high:.3g}] vs {e.threshold:g}" for e in v.effects)
+        intervals = "; ".join(
+            f"{e.interval.estimate:.3g} [{e.interval.low:.3g}, "
+            f"{e.interval.high:.3g}] vs {e.threshold:g}"
+            for e in v.effects
+        )
         lines.append(f"  verdict: {v.verdict.upper()} ({intervals}). Rule: {v.rule}")
         lines.append(f"  would change: {v.change()}")
     return "\n".join(lines)

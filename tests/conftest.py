@@ -42,10 +42,12 @@ def tiny_book(tmp_path):
         (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
         page = "# A page\n\nText.\n"
         if code is not None:
-            page = ("---\njupytext:\n  text_representation:\n    extension: .md\n"
-                    "    format_name: myst\nkernelspec:\n  display_name: Python 3\n"
-                    "  language: python\n  name: python3\n---\n\n"
-                    f"# A page\n\n```{{code-cell}} python\n{code}\n```\n")
+            page = (
+                "---\njupytext:\n  text_representation:\n    extension: .md\n"
+                "    format_name: myst\nkernelspec:\n  display_name: Python 3\n"
+                "  language: python\n  name: python3\n---\n\n"
+                f"# A page\n\n```{{code-cell}} python\n{code}\n```\n"
+            )
         (tmp_path / "page.md").write_text(page)
         return tmp_path
 
@@ -78,16 +80,42 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, seconds: float =
 def scheduler():
     """A dask.distributed scheduler and two single-threaded worker processes on loopback."""
     port = free_port()
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                str(BIN / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
         wait_for_port(port, procs[0], "the dask scheduler")
         address = f"tcp://127.0.0.1:{port}"
-        procs.append(subprocess.Popen(
-            [str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
-             "--host", "127.0.0.1", "--no-dashboard"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "dask"),
+                    "worker",
+                    address,
+                    "--nworkers",
+                    "2",
+                    "--nthreads",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         from distributed import Client
 
         with Client(address, timeout=30) as client:
@@ -97,5 +125,3 @@ def scheduler():
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=60)
-
-

@@ -29,6 +29,7 @@ import nbformat
 from bncourse.grading.course import Course, grade_id, index_of, solved  # noqa: F401 (re-exported)
 from bncourse.grading.student.messages import WIDTH
 
+
 def replace_cell(nb, gid: str, source: str):
     """A copy of ``nb`` with cell ``gid``'s source replaced."""
     nb = copy.deepcopy(nb)
@@ -137,24 +138,47 @@ def common_cases(first_test: str, setup: str = "setup") -> list[Case]:
         Case("untouched", lambda c: c.release, failing=ALL, status="zero"),
         Case("deleted_test", lambda c: delete_cell(c.solution, first_test)),
         Case("kernel_name", lambda c: with_kernel(c.solution, "no-such-kernel")),
-        Case("os_exit", lambda c: insert_after(c.solution, setup, "import os\nos._exit(1)"),
-             failing=ALL, status="crashed", flags=("could not be graded",)),
-        Case("truncated_json", lambda c: truncated(c.solution), failing=ALL, status="crashed",
-             flags=("not valid JSON",)),
-        Case("rebind_check",
-             lambda c: insert_after(c.release, setup,
-                                    'check = lambda *args, **kwargs: print("ok")'),
-             failing=ALL, status="tampered", flags=("tampered",)),
-        Case("hide_traceback",
-             lambda c: insert_after(
-                 c.release, setup,
-                 "ip = get_ipython()\n"
-                 "ip.set_custom_exc((BaseException,), lambda *args, **kwargs: None)\n"
-                 "ip.showtraceback = lambda *args, **kwargs: None"),
-             failing=ALL, status="zero"),
-        Case("print_5000_lines",
-             lambda c: insert_after(c.solution, first_test.replace("test_", "", 1),
-                                    "for i in range(5000):\n    print('line', i)")),
+        Case(
+            "os_exit",
+            lambda c: insert_after(c.solution, setup, "import os\nos._exit(1)"),
+            failing=ALL,
+            status="crashed",
+            flags=("could not be graded",),
+        ),
+        Case(
+            "truncated_json",
+            lambda c: truncated(c.solution),
+            failing=ALL,
+            status="crashed",
+            flags=("not valid JSON",),
+        ),
+        Case(
+            "rebind_check",
+            lambda c: insert_after(c.release, setup, 'check = lambda *args, **kwargs: print("ok")'),
+            failing=ALL,
+            status="tampered",
+            flags=("tampered",),
+        ),
+        Case(
+            "hide_traceback",
+            lambda c: insert_after(
+                c.release,
+                setup,
+                "ip = get_ipython()\n"
+                "ip.set_custom_exc((BaseException,), lambda *args, **kwargs: None)\n"
+                "ip.showtraceback = lambda *args, **kwargs: None",
+            ),
+            failing=ALL,
+            status="zero",
+        ),
+        Case(
+            "print_5000_lines",
+            lambda c: insert_after(
+                c.solution,
+                first_test.replace("test_", "", 1),
+                "for i in range(5000):\n    print('line', i)",
+            ),
+        ),
     ]
 
 
@@ -169,8 +193,9 @@ class Graded:
     autograde_log: str = ""
 
 
-def grade_class(tmp_path_factory, assignment: str, cases, cell_timeout: float,
-                after_submit=None) -> Graded:
+def grade_class(
+    tmp_path_factory, assignment: str, cases, cell_timeout: float, after_submit=None
+) -> Graded:
     """Submit every case as a student, autograde the class once, report and export.
 
     ``after_submit(course)``, if given, runs once every case is submitted (to misplace
@@ -196,14 +221,25 @@ def grade_class(tmp_path_factory, assignment: str, cases, cell_timeout: float,
     course.nbgrader("export", check=True)
     proc = subprocess.run(
         [sys.executable, "-m", "bncourse.grading.report", assignment, "--csv", "report.csv"],
-        cwd=course.path, capture_output=True, text=True, env=course.env,
+        cwd=course.path,
+        capture_output=True,
+        text=True,
+        env=course.env,
     )
     assert proc.returncode == 0, proc.stderr
     with open(course.path / "report.csv") as f:
-        report = {row["student"]: row for row in csv.DictReader(f)
-                  if row["assignment"] == assignment}
-    return Graded(course, course.scores(assignment), course.max_points(assignment), report,
-                  validation, seconds, log)
+        report = {
+            row["student"]: row for row in csv.DictReader(f) if row["assignment"] == assignment
+        }
+    return Graded(
+        course,
+        course.scores(assignment),
+        course.max_points(assignment),
+        report,
+        validation,
+        seconds,
+        log,
+    )
 
 
 def check_case(graded: Graded, assignment: str, case: Case):
@@ -234,8 +270,7 @@ def check_case(graded: Graded, assignment: str, case: Case):
     for ename, lines in test_cell_errors(nbformat.read(autograded, 4)):
         assert "bncourse/" not in "\n".join(lines), (case.name, lines)  # no grader frames
         if ename in ("AssertionError", "CheckFailed", "VerificationError"):
-            assert len(lines) <= 2 and all(len(line) <= WIDTH for line in lines), (case.name,
-                                                                                   lines)
+            assert len(lines) <= 2 and all(len(line) <= WIDTH for line in lines), (case.name, lines)
 
 
 def own_code(path: Path) -> str:
@@ -245,8 +280,11 @@ def own_code(path: Path) -> str:
         nb = nbformat.read(path, 4)
     except Exception:  # a broken submission: nothing of its own to show
         return ""
-    return "\n".join(c.source for c in nb.cells if not (
-        c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"))
+    return "\n".join(
+        c.source
+        for c in nb.cells
+        if not (c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code")
+    )
 
 
 def feedback_leaks(html: str, assignment: str, own: str = "") -> list[str]:
@@ -255,8 +293,9 @@ def feedback_leaks(html: str, assignment: str, own: str = "") -> list[str]:
     student's own code (``own``) names is the student's, not a leak."""
     from bncourse.grading.registry import problem_set, producers_of
 
-    leaks = [s for s in ("BEGIN HIDDEN TESTS", "bncourse/grading", "site-packages/bncourse")
-             if s in html]
+    leaks = [
+        s for s in ("BEGIN HIDDEN TESTS", "bncourse/grading", "site-packages/bncourse") if s in html
+    ]
     for producer in producers_of(problem_set(assignment)).values():
         if not producer.hidden:
             continue
@@ -273,10 +312,13 @@ def feedback_leaks(html: str, assignment: str, own: str = "") -> list[str]:
 def test_cell_errors(nb) -> list[tuple[str, list[str]]]:
     """``(exception name, traceback lines)`` of every error under a test cell of an
     autograded notebook."""
-    return [(o.get("ename"), o.get("traceback", []))
-            for c in nb.cells if c.cell_type == "code"
-            and c.metadata.get("nbgrader", {}).get("grade")
-            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return [
+        (o.get("ename"), o.get("traceback", []))
+        for c in nb.cells
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
 
 
 def check_class_outputs(graded: Graded, assignment: str) -> None:

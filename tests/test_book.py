@@ -69,8 +69,9 @@ def test_book_builds_without_warnings(built_book):
         assert "output stderr" not in text, f"{page.relative_to(HTML)} shows stderr output"
         assert "output traceback" not in text, f"{page.relative_to(HTML)} shows a traceback"
     # MathJax is the local copy, never a CDN.
-    scripts = re.findall(r'<script[^>]+src="([^"]+)"', (HTML / "book" / "bn-transform.html")
-                         .read_text())
+    scripts = re.findall(
+        r'<script[^>]+src="([^"]+)"', (HTML / "book" / "bn-transform.html").read_text()
+    )
     assert any("_static/mathjax/tex-mml-chtml.js" in s for s in scripts), scripts
     assert not [s for s in scripts if "://" in s], scripts
     assert (HTML / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
@@ -101,10 +102,13 @@ def server(built_book):
 def _chromium_paths():
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
-    missing = [name for name, path in (("chromium", browser), ("chromedriver", driver))
-               if path is None]
-    assert not missing, (f"{' and '.join(missing)} not found: `make setup` installs Debian's "
-                         "chromium and chromium-driver when run as root with apt-get")
+    missing = [
+        name for name, path in (("chromium", browser), ("chromedriver", driver)) if path is None
+    ]
+    assert not missing, (
+        f"{' and '.join(missing)} not found: `make setup` installs Debian's "
+        "chromium and chromium-driver when run as root with apt-get"
+    )
     return browser, driver
 
 
@@ -116,11 +120,17 @@ def browser(server):
     binary, driver_path = _chromium_paths()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900", "--hide-scrollbars",
-                # Every host but this one is unreachable: a page that needs the internet
-                # shows up as a failed request in the console.
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+        # Every host but this one is unreachable: a page that needs the internet
+        # shows up as a failed request in the console.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
@@ -146,8 +156,11 @@ class _Anchors(html.parser.HTMLParser):
 
 
 def _pages():
-    return sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
-                  if "_static" not in p.parts and "_sources" not in p.parts)
+    return sorted(
+        p.relative_to(HTML).as_posix()
+        for p in HTML.rglob("*.html")
+        if "_static" not in p.parts and "_sources" not in p.parts
+    )
 
 
 WAIT_FOR_MATHJAX = """
@@ -179,12 +192,19 @@ def _screenshot(driver, stem: str, width: int = 1280, segment: int = 8000):
     The viewport is resized to the part being saved: capturing beyond the viewport instead
     shifts the theme's layout sideways on long pages."""
     height = driver.execute_script(
-        "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
+        "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
+    )
     try:
         for i, top in enumerate(range(0, int(height), segment)):
-            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-                "width": width, "height": min(segment, int(height) - top),
-                "deviceScaleFactor": 1, "mobile": False})
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {
+                    "width": width,
+                    "height": min(segment, int(height) - top),
+                    "deviceScaleFactor": 1,
+                    "mobile": False,
+                },
+            )
             driver.execute_script("window.scrollTo(0, arguments[0])", top)
             shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
             name = f"{stem}.png" if i == 0 else f"{stem}-{i + 1}.png"
@@ -211,9 +231,12 @@ def test_every_page_renders_offline_in_chromium(browser, server):
     for page in pages:
         browser.get(f"{server}/{page}")
         # index.html redirects to the first chapter: wait for the page that stays.
-        WebDriverWait(browser, 30).until(lambda d: d.execute_script(
-            "return document.readyState === 'complete' && document.body !== null && "
-            "!document.querySelector('meta[http-equiv=refresh]')"))
+        WebDriverWait(browser, 30).until(
+            lambda d: d.execute_script(
+                "return document.readyState === 'complete' && document.body !== null && "
+                "!document.querySelector('meta[http-equiv=refresh]')"
+            )
+        )
         state = browser.execute_async_script(WAIT_FOR_MATHJAX)
         for entry in browser.get_log("browser"):
             if entry["level"] in ("SEVERE", "WARNING"):
@@ -223,10 +246,10 @@ def test_every_page_renders_offline_in_chromium(browser, server):
         if has_math:
             if state != "typeset":
                 problems.append(f"{page}: has equations but MathJax is {state}")
-            typeset = browser.execute_script("return document.querySelectorAll("
-                                             "'mjx-container').length")
-            errors = browser.execute_script("return document.querySelectorAll("
-                                            "'mjx-merror').length")
+            typeset = browser.execute_script(
+                "return document.querySelectorAll('mjx-container').length"
+            )
+            errors = browser.execute_script("return document.querySelectorAll('mjx-merror').length")
             if typeset == 0:
                 problems.append(f"{page}: no equation was typeset")
             if errors:
@@ -236,16 +259,18 @@ def test_every_page_renders_offline_in_chromium(browser, server):
         for raw in ("$$", "\\frac", "\\begin{", "\\sqrt", "\\mathbb", "\\hat", "\\sum_"):
             if raw in text:
                 at = text.index(raw)
-                problems.append(f"{page}: raw TeX {raw!r} left in the text: "
-                                f"...{text[max(0, at - 60):at + 60]!r}...")
+                problems.append(
+                    f"{page}: raw TeX {raw!r} left in the text: "
+                    f"...{text[max(0, at - 60) : at + 60]!r}..."
+                )
         for img in browser.execute_script(IMAGES):
             if not img["complete"] or img["width"] == 0:
                 problems.append(f"{page}: image {img['src']} did not load")
             alt = img["alt"].strip()
-            if len(alt.split()) < 4 or re.search(r"\.(png|svg|jpg)|_build|jupyter_execute",
-                                                  alt):
-                problems.append(f"{page}: image {img['src']} has no alt text that says what "
-                                f"it shows: {alt!r}")
+            if len(alt.split()) < 4 or re.search(r"\.(png|svg|jpg)|_build|jupyter_execute", alt):
+                problems.append(
+                    f"{page}: image {img['src']} has no alt text that says what it shows: {alt!r}"
+                )
         for href in anchors[page].links:
             parsed = urllib.parse.urlparse(href)
             if parsed.scheme or parsed.netloc or href.startswith("mailto:"):
@@ -277,12 +302,20 @@ def test_search_finds_epsilon(browser, server):
     # Sphinx's search lists its hits one at a time (5 ms apart) and only then writes
     # "Search finished, found N page(s)" in the summary: read the list after that line.
     summary = WebDriverWait(browser, 60).until(
-        lambda d: next((p.text for p in d.find_elements(
-            By.CSS_SELECTOR, "#search-results p.search-summary")
-            if p.text.startswith("Search finished")), None))
+        lambda d: next(
+            (
+                p.text
+                for p in d.find_elements(By.CSS_SELECTOR, "#search-results p.search-summary")
+                if p.text.startswith("Search finished")
+            ),
+            None,
+        )
+    )
     found = int(re.search(r"found (\d+) page", summary).group(1))
-    hits = [a.get_attribute("href") for a in
-            browser.find_elements(By.CSS_SELECTOR, "#search-results ul.search li > a")]
+    hits = [
+        a.get_attribute("href")
+        for a in browser.find_elements(By.CSS_SELECTOR, "#search-results ul.search li > a")
+    ]
     assert len(hits) == found, (summary, hits)
     assert any("bn-transform" in h for h in hits), hits
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

@@ -55,7 +55,8 @@ def registry(tmp_path):
 
 
 def test_mathjax_downloads_checks_and_unpacks_only_what_the_book_needs(
-        registry, tmp_path, monkeypatch):
+    registry, tmp_path, monkeypatch
+):
     url, root = registry
     sha = _tarball(root / "mathjax" / "-" / f"mathjax-{mathjax.VERSION}.tgz", MEMBERS)
     monkeypatch.setattr(mathjax, "SHA256", sha)
@@ -101,8 +102,9 @@ def test_mathjax_from_a_local_tarball(tmp_path, monkeypatch):
 
 def test_mathjax_refuses_paths_outside_the_package_and_non_mathjax(tmp_path, monkeypatch):
     evil = tmp_path / "evil.tgz"
-    monkeypatch.setattr(mathjax, "SHA256", _tarball(
-        evil, {**MEMBERS, "package/es5/../../../escape.js": b"x"}))
+    monkeypatch.setattr(
+        mathjax, "SHA256", _tarball(evil, {**MEMBERS, "package/es5/../../../escape.js": b"x"})
+    )
     with pytest.raises(mathjax.MathJaxError, match="outside the package"):
         mathjax.ensure(tmp_path / "mj", tarball=evil)
     assert not (tmp_path / "escape.js").exists()
@@ -151,14 +153,17 @@ def test_full_records_and_verdicts_from_the_repository():
     # Claim 9's rule applied here by hand to the same records: test accuracy with BN after
     # the ReLU minus before it, seed by seed; a 95% Student-t interval over the seeds;
     # supported above 0, contradicted below 0, inconclusive if it includes 0.
-    accuracy = {bn: {r["config"]["seed"]: r["test"]["accuracy"] for r in records
-                     if r["config"]["bn"] == bn} for bn in ("before", "after")}
+    accuracy = {
+        bn: {r["config"]["seed"]: r["test"]["accuracy"] for r in records if r["config"]["bn"] == bn}
+        for bn in ("before", "after")
+    }
     seeds = sorted(set(accuracy["before"]) & set(accuracy["after"]))
     diffs = [accuracy["after"][s] - accuracy["before"][s] for s in seeds]
     mean, n = statistics.fmean(diffs), len(diffs)
     half = scipy_stats.t.ppf(0.975, n - 1) * statistics.stdev(diffs) / n**0.5
-    expected = ("supported" if mean - half > 0 else "contradicted" if mean + half < 0
-                else "inconclusive")
+    expected = (
+        "supported" if mean - half > 0 else "contradicted" if mean + half < 0 else "inconclusive"
+    )
     assert verdict.claim == "9" and verdict.verdict == expected
     (effect,) = verdict.effects
     assert effect.interval.values == pytest.approx(diffs)
@@ -287,16 +292,20 @@ def test_every_course_figure_uses_the_colour_blind_safe_palette():
     protocols = {"t1-mlp": records_of(records, "t1-mlp"), "t4-cnn": records_of(records, "t4-cnn")}
     axes = []
     for runs in protocols.values():
-        axes += [plotting.plot_learning_curves(runs), plotting.plot_test_accuracy(runs),
-                 plotting.plot_epoch_seconds(runs)]
+        axes += [
+            plotting.plot_learning_curves(runs),
+            plotting.plot_test_accuracy(runs),
+            plotting.plot_epoch_seconds(runs),
+        ]
     for name, (_, plot) in plotting.CLAIM_FIGURES.items():
         axes.append(plot(records_of(records, name)))
     axes.append(plotting.plot_gamma_beta(records_of(records, "bias-before-bn")))
     axes.append(plotting.plot_accuracy_by_epoch(records_of(records, "t4-cnn-mnist")))
     from bncourse.experiments import verdicts
 
-    axes += plotting.plot_verdicts(verdicts([r for r in records
-                                             if r["config"]["profile"] == "full"]))
+    axes += plotting.plot_verdicts(
+        verdicts([r for r in records if r["config"]["profile"] == "full"])
+    )
     for ax in axes:
         colours = _colours(ax) - {"#000000", "#ffffff"}
         assert colours, f"{ax.get_title()!r} has no coloured artists"
@@ -319,13 +328,25 @@ def test_grading_benchmark_saved_with_provenance_and_skipped_by_load_results(tmp
     from bncourse.grading import bench as grading_bench
     from bncourse.results import load_results
 
-    result = {"rows": [{"problem_set": "ps1-forward", "autograde_seconds": 5.0,
-                        "kernel_seconds": 1.0, "kernel_peak_mb": 60.0, "verify_seconds": 0.5,
-                        "verify_peak_mb": 130.0, "score": 12.0, "max_score": 12.0}],
-              "class": None}
+    result = {
+        "rows": [
+            {
+                "problem_set": "ps1-forward",
+                "autograde_seconds": 5.0,
+                "kernel_seconds": 1.0,
+                "kernel_peak_mb": 60.0,
+                "verify_seconds": 0.5,
+                "verify_peak_mb": 130.0,
+                "score": 12.0,
+                "max_score": 12.0,
+            }
+        ],
+        "class": None,
+    }
     (tmp_path / "benchmarks").mkdir()
-    path = grading_bench.save(result, tmp_path / "benchmarks" / "grading.json",
-                              started_load=[1.0, 1.0, 1.0])
+    path = grading_bench.save(
+        result, tmp_path / "benchmarks" / "grading.json", started_load=[1.0, 1.0, 1.0]
+    )
     loaded = grading_bench.load(path)
     assert loaded["rows"] == result["rows"]
     assert loaded["provenance"]["load_average_at_start"] == [1.0, 1.0, 1.0]
@@ -392,10 +413,12 @@ def test_c_level_stderr_goes_to_the_kernel_log_not_the_page_or_the_build_log(tin
     from bncourse.bench import build_book
 
     # the markers are put together at run time, so the page's source does not show them
-    code = ("import os, warnings\n"
-            "os.write(2, b'C-LEVEL-' + b'NOISE\\n')\n"
-            "warnings.warn('PYTHON-' + 'WARNING')\n"
-            "print('PAGE-' + 'OUTPUT')")
+    code = (
+        "import os, warnings\n"
+        "os.write(2, b'C-LEVEL-' + b'NOISE\\n')\n"
+        "warnings.warn('PYTHON-' + 'WARNING')\n"
+        "print('PAGE-' + 'OUTPUT')"
+    )
     root = tiny_book(code, extension=True)
     result = build_book(root, timeout=600)
     log = result.stdout + result.stderr

@@ -40,14 +40,22 @@ def course(tmp_path_factory):
 
 
 def _run(course, *args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "bncourse.grading.classrun", *args],
-                            cwd=course.path, env=course.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bncourse.grading.classrun", *args],
+        cwd=course.path,
+        env=course.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _markers(course) -> dict:
-    return {p.parent.parent.name: p.stat().st_mtime_ns
-            for p in (course.path / "verification").glob(f"*/ps1-forward/{classrun.MARKER}")}
+    return {
+        p.parent.parent.name: p.stat().st_mtime_ns
+        for p in (course.path / "verification").glob(f"*/ps1-forward/{classrun.MARKER}")
+    }
 
 
 def test_a_killed_run_goes_on_where_it_stopped(course):
@@ -66,8 +74,16 @@ def test_a_killed_run_goes_on_where_it_stopped(course):
     assert "[8/8]" not in err and f"[{8 - len(done_before)}/{8 - len(done_before)}]" in err
     assert "ETA" in err
     after = _markers(course)
-    assert set(after) == {"honest0", "honest1", "honest2", "honest3", "blank0", "blank1",
-                          "buggy0", "buggy1"}
+    assert set(after) == {
+        "honest0",
+        "honest1",
+        "honest2",
+        "honest3",
+        "blank0",
+        "blank1",
+        "buggy0",
+        "buggy1",
+    }
     # nothing finished in the first run was graded again
     assert all(after[s] == t for s, t in done_before.items())
     scores = course.scores("ps1-forward")
@@ -81,8 +97,11 @@ def test_a_killed_run_goes_on_where_it_stopped(course):
     assert (course.path / "grades.csv").is_file()
     assert (course.path / "feedback" / "buggy0" / "ps1-forward" / "ps1-forward.html").is_file()
     for student in after:
-        data = json.loads((course.path / "verification" / student / "ps1-forward" /
-                           "ps1-forward.json").read_text())
+        data = json.loads(
+            (
+                course.path / "verification" / student / "ps1-forward" / "ps1-forward.json"
+            ).read_text()
+        )
         assert data["sandbox"] is True and data["kernel_peak_mb"] > 0
 
 

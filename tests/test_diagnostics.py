@@ -13,9 +13,13 @@ pytestmark = pytest.mark.keras_backend
 def tiny_model():
     """Dense(3, relu) -> Dense(2, softmax) with fixed weights; the second hidden unit's
     weights are negative so that it is dead on the (positive) probe inputs."""
-    model = keras.Sequential([keras.Input((2,)),
-                              keras.layers.Dense(3, activation="relu", name="hidden"),
-                              keras.layers.Dense(2, activation="softmax", name="out")])
+    model = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(3, activation="relu", name="hidden"),
+            keras.layers.Dense(2, activation="softmax", name="out"),
+        ]
+    )
     w1 = np.array([[0.5, -1.0, 0.3], [0.2, -0.5, -0.4]], dtype="float32")
     w2 = np.array([[1.0, -1.0], [0.5, 0.5], [-0.3, 0.8]], dtype="float32")
     model.layers[0].set_weights([w1, np.zeros(3, "float32")])
@@ -58,8 +62,9 @@ def test_the_callback_matches_a_hand_computation():
     keras.utils.set_random_seed(0)
     model, w1, w2 = tiny_model()
     lr = 0.1
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr),
-                  loss="sparse_categorical_crossentropy")
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=lr), loss="sparse_categorical_crossentropy"
+    )
     probe = diagnostics.TrainingDiagnostics(X, Y, every=2)
     # one step on the probe batch itself: the update is exactly -lr times the gradient
     model.fit(X, Y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
@@ -68,31 +73,42 @@ def test_the_callback_matches_a_hand_computation():
     out = probe.history["layers"]["out"]
     _, _, (g1, gb1), (g2, gb2) = by_hand(w1, w2)
     # the outputs and gradients were recorded after the step: recompute at the new weights
-    h_new, p_new, (g1_new, _), (g2_new, _) = by_hand(w1 - lr * g1, w2 - lr * g2,
-                                                     -lr * gb1, -lr * gb2)
+    h_new, p_new, (g1_new, _), (g2_new, _) = by_hand(
+        w1 - lr * g1, w2 - lr * g2, -lr * gb1, -lr * gb2
+    )
     np.testing.assert_allclose(hidden["output"][0]["mean"], h_new.mean(), rtol=1e-5)
     np.testing.assert_allclose(hidden["output"][0]["std"], h_new.std(), rtol=1e-5)
     assert hidden["output"][0]["dead"] == pytest.approx(1 / 3)
     np.testing.assert_allclose(out["output"][0]["mean"], p_new.mean(), rtol=1e-5)
     np.testing.assert_allclose(hidden["gradient"]["std"][0], g1_new.std(), rtol=1e-4)
     np.testing.assert_allclose(out["gradient"]["mean"][0], g2_new.mean(), atol=1e-7)
-    np.testing.assert_allclose(hidden["update_ratio"][0], np.std(lr * g1) / np.std(w1),
-                               rtol=1e-4)
+    np.testing.assert_allclose(hidden["update_ratio"][0], np.std(lr * g1) / np.std(w1), rtol=1e-4)
     np.testing.assert_allclose(out["update_ratio"][0], np.std(lr * g2) / np.std(w2), rtol=1e-4)
 
 
 def test_recording_leaves_bn_moving_statistics_and_training_alone():
     def run(with_probe):
         keras.utils.set_random_seed(1)
-        model = keras.Sequential([keras.Input((2,)),
-                                  keras.layers.Dense(4, use_bias=False, name="dense"),
-                                  keras.layers.BatchNormalization(name="bn"),
-                                  keras.layers.Activation("relu", name="relu"),
-                                  keras.layers.Dense(2, activation="softmax", name="out")])
+        model = keras.Sequential(
+            [
+                keras.Input((2,)),
+                keras.layers.Dense(4, use_bias=False, name="dense"),
+                keras.layers.BatchNormalization(name="bn"),
+                keras.layers.Activation("relu", name="relu"),
+                keras.layers.Dense(2, activation="softmax", name="out"),
+            ]
+        )
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
         callbacks = [diagnostics.TrainingDiagnostics(X, Y, every=1)] if with_probe else []
-        model.fit(np.tile(X, (8, 1)), np.tile(Y, 8), batch_size=4, epochs=1, shuffle=False,
-                  verbose=0, callbacks=callbacks)
+        model.fit(
+            np.tile(X, (8, 1)),
+            np.tile(Y, 8),
+            batch_size=4,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=callbacks,
+        )
         return [keras.ops.convert_to_numpy(v) for v in model.weights], callbacks
 
     plain, _ = run(False)
@@ -111,10 +127,13 @@ def test_recording_leaves_bn_moving_statistics_and_training_alone():
     assert "gradient" not in probe.history["layers"]["relu"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"every": 0}, "every must be a positive integer, got 0"),
-    ({"x": X[:2]}, "x and y must be one non-empty probe batch, got 2 inputs and 4 labels"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"every": 0}, "every must be a positive integer, got 0"),
+        ({"x": X[:2]}, "x and y must be one non-empty probe batch, got 2 inputs and 4 labels"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, match):
     args = {"x": X, "y": Y, **kwargs}
     with pytest.raises(ValueError, match=match):
@@ -129,8 +148,9 @@ def test_plots_draw_one_line_per_layer():
     model, _, _ = tiny_model()
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     probe = diagnostics.TrainingDiagnostics(X, Y, every=1)
-    model.fit(np.tile(X, (3, 1)), np.tile(Y, 3), batch_size=4, epochs=1, verbose=0,
-              callbacks=[probe])
+    model.fit(
+        np.tile(X, (3, 1)), np.tile(Y, 3), batch_size=4, epochs=1, verbose=0, callbacks=[probe]
+    )
     ax = diagnostics.plot_diagnostics(probe.history, "update ratio")
     assert ax.get_yscale() == "log" and len(ax.get_lines()) == 3  # two layers + the guide
     ax = diagnostics.plot_histograms(probe.history)

@@ -17,10 +17,27 @@ def test_every_experiment_is_one_module_of_the_registry():
     names = experiments.experiment_names()
     assert names[:3] == ["t1-mlp", "t4-cnn", "t4-cnn-mnist"]
     assert {"ics", "epoch-time", "init-scale", "small-batch"} <= set(names)
-    claims = sorted((c for n in names for c in experiments.experiment(n).claims),
-                    key=lambda c: (int(c.rstrip("abc")), c))
-    assert claims == ["1a", "1b", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12a",
-                      "12b", "12c"]
+    claims = sorted(
+        (c for n in names for c in experiments.experiment(n).claims),
+        key=lambda c: (int(c.rstrip("abc")), c),
+    )
+    assert claims == [
+        "1a",
+        "1b",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "9",
+        "10",
+        "11",
+        "12a",
+        "12b",
+        "12c",
+    ]
     with pytest.raises(ValueError, match="unknown experiment 'nope'; known: t1-mlp"):
         experiments.experiment("nope")
 
@@ -28,7 +45,8 @@ def test_every_experiment_is_one_module_of_the_registry():
 def test_claim_configurations_go_seed_by_seed():
     full = experiments.experiment_configs("bias-before-bn", "full")
     assert [(c["seed"], c["variant"]) for c in full] == [
-        (s, v) for s in range(5) for v in ("bias", "nobias")]
+        (s, v) for s in range(5) for v in ("bias", "nobias")
+    ]
     assert {c["train"] for c in full} == {20000}
     init = experiments.experiment_configs("init-scale", "full")
     assert len(init) == 5 * 3 * 5 and {c["variant"] for c in init} == set(sweep.VARIANTS)
@@ -41,8 +59,10 @@ def test_plain_mlp_gradients_match_finite_differences(rng):
 
     x = rng.normal(size=(5, 4))
     y = np.array([0, 2, 1, 2, 0])
-    params = [(rng.normal(size=(4, 6)), rng.normal(size=6)),
-              (rng.normal(size=(6, 3)), rng.normal(size=3))]
+    params = [
+        (rng.normal(size=(4, 6)), rng.normal(size=6)),
+        (rng.normal(size=(6, 3)), rng.normal(size=3)),
+    ]
     _, grads = input_scaling.plain_mlp_gradients(params, x, y)
     for layer in range(2):
         w = params[layer][0]
@@ -70,8 +90,15 @@ def test_recompute_bn_statistics_gives_the_exact_statistics(rng):
     from bncourse.keras_bn import BatchNorm
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4), BatchNorm(),
-                              keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(4),
+            BatchNorm(),
+            keras.layers.Dense(3),
+            keras.layers.BatchNormalization(),
+        ]
+    )
     x = rng.normal(2.0, 3.0, size=(1200, 5)).astype("float32")
     recompute_bn_statistics(model, x, batch_size=500)
     h1 = keras.ops.convert_to_numpy(model.layers[0](x)).astype(np.float64)
@@ -79,15 +106,18 @@ def test_recompute_bn_statistics_gives_the_exact_statistics(rng):
     np.testing.assert_allclose(model.layers[1].moving_variance.numpy(), h1.var(0), rtol=1e-5)
     # The second BN sees the first one's output normalised with the recomputed statistics.
     h3 = keras.ops.convert_to_numpy(
-        model.layers[2](model.layers[1](model.layers[0](x), training=False))).astype(np.float64)
+        model.layers[2](model.layers[1](model.layers[0](x), training=False))
+    ).astype(np.float64)
     np.testing.assert_allclose(model.layers[3].moving_variance.numpy(), h3.var(0), rtol=1e-4)
 
 
 @pytest.mark.slow
 def test_quick_bias_run_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "claims"
-    assert cli.main(["reproduce", "--profile", "quick", "--only", "bias-before-bn",
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(["reproduce", "--profile", "quick", "--only", "bias-before-bn", "--out", str(out)])
+        == 0
+    )
     assert "claim 8: A bias in the layer before BN is redundant" in capsys.readouterr().out
     records, bad = load_results(out)
     assert not bad and len(records) == 2
@@ -99,25 +129,41 @@ def test_quick_bias_run_end_to_end(tmp_path, capsys, monkeypatch):
     assert cli.main(["report", str(out), "--claims"]) == 0
     assert (out / VERDICTS_FILE).read_text().startswith("claim 8:")
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert figures == sorted(f"{stem}.{ext}" for stem in (
-        "claim08-bias-quick", "claim10-gamma-quick", "verdict-claim8", "verdict-claim10")
-        for ext in ("png", "svg"))
+    assert figures == sorted(
+        f"{stem}.{ext}"
+        for stem in (
+            "claim08-bias-quick",
+            "claim10-gamma-quick",
+            "verdict-claim8",
+            "verdict-claim10",
+        )
+        for ext in ("png", "svg")
+    )
     # A result whose experiment definition changed is stale.
     path = next(out.rglob("nobias-*.json"))
     e = experiments.experiment("bias-before-bn")
-    changed = dataclasses.replace(e, configs=registry.settings_configs(
-        e.name, variants=("bias", "nobias"), settings={"quick": {"train": 999}, "full": {}},
-        seeds={"quick": (0,), "full": (0,)}))
+    changed = dataclasses.replace(
+        e,
+        configs=registry.settings_configs(
+            e.name,
+            variants=("bias", "nobias"),
+            settings={"quick": {"train": 999}, "full": {}},
+            seeds={"quick": (0,), "full": (0,)},
+        ),
+    )
     monkeypatch.setitem(registry._registry(), e.name, changed)
-    assert "stale: the experiment's definition changed since this run" in \
-        check_result(path).problems
+    assert (
+        "stale: the experiment's definition changed since this run" in check_result(path).problems
+    )
 
 
 @pytest.mark.slow
 def test_quick_input_scaling_runs(tmp_path, capsys):
     out = tmp_path / "claims"
-    assert cli.main(["reproduce", "--profile", "quick", "--only", "input-scaling",
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(["reproduce", "--profile", "quick", "--only", "input-scaling", "--out", str(out)])
+        == 0
+    )
     records, bad = load_results(out)
     assert not bad and len(records) == 6
     raw = [r for r in records if r["config"]["variant"] == "raw"]
@@ -154,9 +200,11 @@ def test_epoch_time_alternates_the_variants_and_times_each_round():
 def test_the_sweep_control_trains_only_its_output_layer():
     import keras
 
-    (config,) = [c for c in experiments.experiment_configs("init-scale", "quick",
-                                                           variants=("frozen",))
-                 if c["init_scale"] == 1.0]
+    (config,) = [
+        c
+        for c in experiments.experiment_configs("init-scale", "quick", variants=("frozen",))
+        if c["init_scale"] == 1.0
+    ]
     captured = {}
     real_fit = keras.Model.fit
 
@@ -185,8 +233,13 @@ def test_verdict_panels_show_each_effect_with_its_seeds():
     from bncourse.stats import t_interval
     from bncourse.verdicts import effect, verdict
 
-    v = verdict("9", "claim", "x", [effect("a", t_interval([0.1, 0.2, 0.15])),
-                                    effect("b", t_interval([-0.1, 0.1, 0.0]))], "rule")
+    v = verdict(
+        "9",
+        "claim",
+        "x",
+        [effect("a", t_interval([0.1, 0.2, 0.15])), effect("b", t_interval([-0.1, 0.1, 0.0]))],
+        "rule",
+    )
     ax = plot_verdict(v)
     assert ax.get_title() == "Claim 9: inconclusive"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "a"]

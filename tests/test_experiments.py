@@ -37,9 +37,13 @@ def test_quick_profile_is_a_stated_subset():
 
 
 def test_configurations_hash_apart():
-    hashes = {config_hash(run_config(name, bn, seed, profile))
-              for name, p in PROTOCOLS.items() for bn in p.variants for seed in (0, 1)
-              for profile in ("quick", "full")}
+    hashes = {
+        config_hash(run_config(name, bn, seed, profile))
+        for name, p in PROTOCOLS.items()
+        for bn in p.variants
+        for seed in (0, 1)
+        for profile in ("quick", "full")
+    }
     expected = sum(len(p.variants) for p in PROTOCOLS.values()) * 2 * 2
     assert len(hashes) == expected
     a = run_config("t4-cnn", "none", 0)
@@ -70,7 +74,8 @@ def test_decay_translates_to_inverse_time_decay():
         assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(old_rule)
     assert experiments.describe_optimizer(spec) == (
         "SGD(learning_rate=InverseTimeDecay(initial_learning_rate=0.01, decay_steps=1, "
-        "decay_rate=1e-06), momentum=0.9, nesterov=True)")
+        "decay_rate=1e-06), momentum=0.9, nesterov=True)"
+    )
     legacy = PROTOCOLS["t1-mlp"].legacy
     assert "decay=1e-6" in legacy["arguments"] and len(legacy["translation"]) == 2
 
@@ -93,8 +98,12 @@ def fake_record(bn, seed, acc, seconds, curve):
     config = run_config("t4-cnn", bn, seed, "quick", epochs=len(curve))
     return {
         "config": config,
-        "history": {"loss": [1 - a for a in curve], "accuracy": list(curve),
-                    "val_loss": [1.1 - a for a in curve], "val_accuracy": [a - 0.02 for a in curve]},
+        "history": {
+            "loss": [1 - a for a in curve],
+            "accuracy": list(curve),
+            "val_loss": [1.1 - a for a in curve],
+            "val_accuracy": [a - 0.02 for a in curve],
+        },
         "epoch_seconds": [seconds * 3] + [seconds] * (len(curve) - 1),
         "test": {"loss": 0.3, "accuracy": acc},
         "provenance": {"machine": {"cpus": 2, "keras_backend": "tensorflow"}},
@@ -130,8 +139,12 @@ def test_figures_have_what_a_reader_needs():
     matplotlib.use("Agg")
     ax = plotting.plot_learning_curves(RECORDS)
     labels = [line.get_label() for line in ax.get_lines()]
-    assert labels == ["no BN, training", "no BN, validation", "BN after ReLU, training",
-                      "BN after ReLU, validation"]
+    assert labels == [
+        "no BN, training",
+        "no BN, validation",
+        "BN after ReLU, training",
+        "BN after ReLU, validation",
+    ]
     assert [line.get_linestyle() for line in ax.get_lines()] == ["--", "-", "--", "-"]
     assert len(ax.collections) == 4  # a ±1 std band per curve
     assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "accuracy"
@@ -152,11 +165,12 @@ def test_figures_have_what_a_reader_needs():
 
 def test_training_seconds_add_up_each_runs_start_to_end():
     def rec(name, started, date):
-        return {"config": {"experiment": name},
-                "provenance": {"started": started, "date": date}}
+        return {"config": {"experiment": name}, "provenance": {"started": started, "date": date}}
 
-    records = [rec("a", "2026-01-01T00:00:00+00:00", "2026-01-01T00:01:30+00:00"),
-               rec("a", "2026-01-01T01:00:00+00:00", "2026-01-01T01:00:10+00:00"),
-               rec("b", "2026-01-01T00:00:00+00:00", "2026-01-01T02:00:00+00:00"),
-               rec("c", None, "2026-01-01T00:00:00+00:00")]  # no start: left out
+    records = [
+        rec("a", "2026-01-01T00:00:00+00:00", "2026-01-01T00:01:30+00:00"),
+        rec("a", "2026-01-01T01:00:00+00:00", "2026-01-01T01:00:10+00:00"),
+        rec("b", "2026-01-01T00:00:00+00:00", "2026-01-01T02:00:00+00:00"),
+        rec("c", None, "2026-01-01T00:00:00+00:00"),
+    ]  # no start: left out
     assert results.training_seconds(records) == {"a": 100.0, "b": 7200.0, "all": 7300.0}

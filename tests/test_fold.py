@@ -63,8 +63,16 @@ def test_bn_affine_is_the_inference_map(rng):
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("bn_cls", [layers.BatchNormalization, BatchNorm])
 def test_backward_into_dense(rng, use_bias, bn_cls):
-    model = randomise_bn(seq(layers.Dense(6, use_bias=use_bias), bn_cls(), layers.Activation("relu"),
-                             layers.Dense(2), input_shape=(4,)), rng)
+    model = randomise_bn(
+        seq(
+            layers.Dense(6, use_bias=use_bias),
+            bn_cls(),
+            layers.Activation("relu"),
+            layers.Dense(2),
+            input_shape=(4,),
+        ),
+        rng,
+    )
     folded, report = fold_quietly(model)
     assert bn_count(folded) == 0
     assert report.folded == [([model.layers[1].name], model.layers[0].name, "backward")]
@@ -73,17 +81,32 @@ def test_backward_into_dense(rng, use_bias, bn_cls):
 
 
 def test_backward_into_conv2d(rng):
-    model = randomise_bn(seq(layers.Conv2D(5, 3, padding="same", use_bias=False),
-                             layers.BatchNormalization(), layers.ReLU(), layers.Flatten(),
-                             layers.Dense(2), input_shape=(8, 8, 2)), rng)
+    model = randomise_bn(
+        seq(
+            layers.Conv2D(5, 3, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            layers.Flatten(),
+            layers.Dense(2),
+            input_shape=(8, 8, 2),
+        ),
+        rng,
+    )
     folded, report = fold_quietly(model)
     assert bn_count(folded) == 0 and report.folded[0][2] == "backward"
     assert_same_predictions(model, folded, rng.normal(size=(4, 8, 8, 2)).astype("float32"))
 
 
 def test_forward_into_dense(rng):
-    model = randomise_bn(seq(layers.Dense(6, activation="relu"), layers.BatchNormalization(),
-                             layers.Dense(3), input_shape=(4,)), rng)
+    model = randomise_bn(
+        seq(
+            layers.Dense(6, activation="relu"),
+            layers.BatchNormalization(),
+            layers.Dense(3),
+            input_shape=(4,),
+        ),
+        rng,
+    )
     folded, report = fold_quietly(model)
     assert [type(l).__name__ for l in folded.layers] == ["Dense", "Dense"]
     assert report.folded[0][2] == "forward"
@@ -91,29 +114,54 @@ def test_forward_into_dense(rng):
 
 
 def test_forward_through_flatten_tiles_in_channels_last_order(rng):
-    model = randomise_bn(seq(layers.Conv2D(3, 3, activation="relu"), layers.BatchNormalization(),
-                             layers.Flatten(), layers.Dense(4), input_shape=(6, 5, 2)), rng)
+    model = randomise_bn(
+        seq(
+            layers.Conv2D(3, 3, activation="relu"),
+            layers.BatchNormalization(),
+            layers.Flatten(),
+            layers.Dense(4),
+            input_shape=(6, 5, 2),
+        ),
+        rng,
+    )
     folded, _ = fold_quietly(model)
     assert bn_count(folded) == 0
     assert_same_predictions(model, folded, rng.normal(size=(8, 6, 5, 2)).astype("float32"))
 
 
 def test_forward_through_max_pooling_into_a_valid_conv(rng):
-    model = randomise_bn(seq(layers.Conv2D(4, 3, activation="relu"), layers.BatchNormalization(),
-                             layers.MaxPooling2D(2), layers.BatchNormalization(),
-                             layers.Conv2D(3, 3), input_shape=(12, 12, 1)), rng)
+    model = randomise_bn(
+        seq(
+            layers.Conv2D(4, 3, activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(2),
+            layers.BatchNormalization(),
+            layers.Conv2D(3, 3),
+            input_shape=(12, 12, 1),
+        ),
+        rng,
+    )
     folded, report = fold_quietly(model)
     assert [type(l).__name__ for l in folded.layers] == ["Conv2D", "MaxPooling2D", "Conv2D"]
     # The two BN layers composed into one affine, folded forward into the second conv.
-    assert report.folded == [([model.layers[1].name, model.layers[3].name], model.layers[4].name,
-                              "forward")]
+    assert report.folded == [
+        ([model.layers[1].name, model.layers[3].name], model.layers[4].name, "forward")
+    ]
     assert_same_predictions(model, folded, rng.normal(size=(4, 12, 12, 1)).astype("float32"))
 
 
 def test_consecutive_bn_layers_compose(rng):
-    model = randomise_bn(seq(layers.Dense(5, activation="relu"), layers.BatchNormalization(),
-                             BatchNorm(), layers.Dropout(0.5), layers.Dense(2),
-                             input_shape=(3,)), rng)
+    model = randomise_bn(
+        seq(
+            layers.Dense(5, activation="relu"),
+            layers.BatchNormalization(),
+            BatchNorm(),
+            layers.Dropout(0.5),
+            layers.Dense(2),
+            input_shape=(3,),
+        ),
+        rng,
+    )
     folded, report = fold_quietly(model)
     assert [type(l).__name__ for l in folded.layers] == ["Dense", "Dense"]  # dropout gone too
     assert len(report.folded) == 1 and len(report.folded[0][0]) == 2
@@ -121,13 +169,27 @@ def test_consecutive_bn_layers_compose(rng):
 
 
 def test_negative_scale_before_max_pooling_is_not_folded(rng):
-    model = randomise_bn(seq(layers.Conv2D(3, 3, activation="relu"), layers.BatchNormalization(),
-                             layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(2),
-                             input_shape=(8, 8, 1)), rng, negative_gamma=True)
+    model = randomise_bn(
+        seq(
+            layers.Conv2D(3, 3, activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(2),
+            input_shape=(8, 8, 1),
+        ),
+        rng,
+        negative_gamma=True,
+    )
     with pytest.warns(UserWarning, match="could not fold batch_normalization.*negative scale"):
         folded, report = fold_batchnorm(model, return_report=True)
     assert [type(l).__name__ for l in folded.layers] == [
-        "Conv2D", "ChannelAffine", "MaxPooling2D", "Flatten", "Dense"]
+        "Conv2D",
+        "ChannelAffine",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+    ]
     assert "negative scale" in report.unfolded[0][1]
     x = rng.normal(size=(8, 8, 8, 1)).astype("float32")
     assert_same_predictions(model, folded, x)
@@ -140,8 +202,15 @@ def test_negative_scale_before_max_pooling_is_not_folded(rng):
 
 
 def test_same_padding_is_not_folded_forward(rng):
-    model = randomise_bn(seq(layers.Conv2D(3, 3, activation="relu"), layers.BatchNormalization(),
-                             layers.Conv2D(2, 3, padding="same"), input_shape=(8, 8, 1)), rng)
+    model = randomise_bn(
+        seq(
+            layers.Conv2D(3, 3, activation="relu"),
+            layers.BatchNormalization(),
+            layers.Conv2D(2, 3, padding="same"),
+            input_shape=(8, 8, 1),
+        ),
+        rng,
+    )
     with pytest.warns(UserWarning, match="pads with zeros"):
         folded = fold_batchnorm(model)
     assert isinstance(folded.layers[1], ChannelAffine)
@@ -149,16 +218,19 @@ def test_same_padding_is_not_folded_forward(rng):
 
 
 def test_bn_at_the_end_becomes_an_affine_layer(rng, tmp_path):
-    model = randomise_bn(seq(layers.Dense(4, activation="relu"), layers.BatchNormalization(),
-                             input_shape=(3,)), rng)
+    model = randomise_bn(
+        seq(layers.Dense(4, activation="relu"), layers.BatchNormalization(), input_shape=(3,)), rng
+    )
     with pytest.warns(UserWarning, match="at the end of the model"):
         folded = fold_batchnorm(model)
     assert isinstance(folded.layers[-1], ChannelAffine)
     x = rng.normal(size=(8, 3)).astype("float32")
     assert_same_predictions(model, folded, x)
     folded.save(tmp_path / "folded.keras")  # the affine layer saves and loads
-    np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "folded.keras").predict(
-        x, verbose=0), folded.predict(x, verbose=0))
+    np.testing.assert_array_equal(
+        keras.saving.load_model(tmp_path / "folded.keras").predict(x, verbose=0),
+        folded.predict(x, verbose=0),
+    )
 
 
 def test_only_sequential_models():

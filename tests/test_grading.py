@@ -33,6 +33,7 @@ SOURCES = ROOT / "assignments" / "source"
 
 # --------------------------------------------------------------------------- messages
 
+
 def test_assert_close_reports_exact_and_approximate():
     x = np.arange(6.0).reshape(2, 3)
     assert assert_close("out", x.copy(), x) == "exact"
@@ -76,10 +77,16 @@ def test_assert_close_recognises_a_named_mistake():
 def test_a_wrong_shape_gets_the_hint_of_the_mistake_it_comes_from():
     x = np.arange(6.0).reshape(3, 2)
     with pytest.raises(AssertionError) as err:
-        assert_close("var", x.var(axis=1), x.var(axis=0),
-                     hints=[("per sample, not per feature", x.var(axis=1))])
-    assert err.value.lines() == ["var: wrong shape (3,), expected (2,)",
-                                 "hint: per sample, not per feature"]
+        assert_close(
+            "var",
+            x.var(axis=1),
+            x.var(axis=0),
+            hints=[("per sample, not per feature", x.var(axis=1))],
+        )
+    assert err.value.lines() == [
+        "var: wrong shape (3,), expected (2,)",
+        "hint: per sample, not per feature",
+    ]
 
 
 def test_messages_are_two_short_lines_whatever_they_say():
@@ -97,8 +104,7 @@ def test_a_student_traceback_keeps_only_the_students_frames():
     from bncourse.grading.student.calls import call as grader_frame
 
     namespace: dict = {}
-    exec(compile("def f(x):\n    raise NotImplementedError()\n", "<cell 3>", "exec"),
-         namespace)
+    exec(compile("def f(x):\n    raise NotImplementedError()\n", "<cell 3>", "exec"), namespace)
     try:
         grader_frame("f", namespace["f"], np.ones(2))
     except NotImplementedError as err:
@@ -142,15 +148,23 @@ def test_call_detects_a_function_that_changes_its_input():
 
 # --------------------------------------------------------------------------- sealing
 
+
 def _run_sealed(problem_set: str, code: str, **env) -> subprocess.CompletedProcess:
     program = "from bncourse import grading\ncheck = grading.seal(%r)\n" % problem_set
-    return subprocess.run([sys.executable, "-c", program + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-c", program + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
 
 
 def test_sealed_notebook_blocks_references_frameworks_files_and_processes():
-    proc = _run_sealed("ps1-forward", """
+    proc = _run_sealed(
+        "ps1-forward",
+        """
         import subprocess
         attempts = {
             "import numpy_bn": "import bncourse.numpy_bn",
@@ -171,7 +185,8 @@ def test_sealed_notebook_blocks_references_frameworks_files_and_processes():
         def batch_mean_var(x):
             return x.mean(axis=0), x.var(axis=0)
         check("ps1-forward.mean_var_visible", batch_mean_var)
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "ALLOWED" not in proc.stdout, proc.stdout
     assert proc.stdout.count("blocked:") == 6
@@ -187,8 +202,7 @@ def test_hidden_checks_run_only_where_the_course_is():
     """
     at_home = _run_sealed("ps1-forward", code, BNCOURSE_HIDDEN_CHECKS="")
     assert at_home.returncode == 1
-    assert "ps1-forward.mean_var is a hidden check: it runs when you are graded" in \
-        at_home.stderr
+    assert "ps1-forward.mean_var is a hidden check: it runs when you are graded" in at_home.stderr
     assert "ok:" not in at_home.stdout
     in_course = _run_sealed("ps1-forward", code, BNCOURSE_HIDDEN_CHECKS="1")
     assert in_course.returncode == 0, in_course.stderr
@@ -198,7 +212,11 @@ def test_hidden_checks_run_only_where_the_course_is():
 def test_a_failed_check_shows_two_lines_and_no_grader_frame_in_ipython():
     """IPython asks an exception for ``_render_traceback_``: the check's failure gives its
     two lines, an error in the student's code its own frames only."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
         from IPython.core.interactiveshell import InteractiveShell
         shell = InteractiveShell.instance(colors="nocolor")
         shell.run_cell("from bncourse import grading\\ncheck = grading.seal('ps1-forward')")
@@ -206,7 +224,13 @@ def test_a_failed_check_shows_two_lines_and_no_grader_frame_in_ipython():
         shell.run_cell("check('ps1-forward.mean_var_visible', batch_mean_var)")
         shell.run_cell("def batch_mean_var(x):\\n    raise NotImplementedError()")
         shell.run_cell("check('ps1-forward.mean_var_visible', batch_mean_var)")
-    """)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    """),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     out = proc.stdout
     assert "var: wrong values, off by 4.33 at index 1 (got 13, expected 8.667)\n" in out
     assert "hint: you divide by N - 1 (the unbiased variance); BN divides by N" in out
@@ -215,27 +239,33 @@ def test_a_failed_check_shows_two_lines_and_no_grader_frame_in_ipython():
 
 
 def test_check_moves_native_stderr_to_stdout_without_the_runtime_logs():
-    proc = _run_sealed("ps1-forward", """
+    proc = _run_sealed(
+        "ps1-forward",
+        """
         import os
         def batch_mean_var(x):
             os.write(2, b"E0000 00:00:1.5    4898 cuda_platform.cc:52] failed call to cuInit\\n")
             os.write(2, b"my own message\\n")
             return x.mean(axis=0), x.var(axis=0)
         check("ps1-forward.mean_var_visible", batch_mean_var)
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert "my own message" in proc.stdout and "cuInit" not in proc.stdout
 
 
 def test_check_keeps_warnings_off_stderr():
-    proc = _run_sealed("ps1-forward", """
+    proc = _run_sealed(
+        "ps1-forward",
+        """
         import warnings
         def batch_mean_var(x):
             warnings.warn("a library is unhappy", UserWarning)
             return x.mean(axis=0), x.var(axis=0)
         check("ps1-forward.mean_var_visible", batch_mean_var)
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert "note: a warning was raised: UserWarning: a library is unhappy" in proc.stdout
@@ -243,15 +273,21 @@ def test_check_keeps_warnings_off_stderr():
 
 def test_every_bncourse_module_is_blocked_unless_allowed():
     package = ROOT / "bncourse"
-    modules = {f"bncourse.{p.stem}" for p in package.glob("*.py")
-               if p.stem not in ("__init__", "_checks")}
+    modules = {
+        f"bncourse.{p.stem}" for p in package.glob("*.py") if p.stem not in ("__init__", "_checks")
+    }
     # every grading module outside bncourse.grading.student: judges, references, the grader
-    modules |= {f"bncourse.grading.{p.stem}" for p in (package / "grading").glob("*.py")
-                if p.stem != "__init__"}
+    modules |= {
+        f"bncourse.grading.{p.stem}"
+        for p in (package / "grading").glob("*.py")
+        if p.stem != "__init__"
+    }
     assert modules <= set(registry.BNCOURSE_MODULES), modules - set(registry.BNCOURSE_MODULES)
     student = {"bncourse.grading", "bncourse.grading.student"} | {
         f"bncourse.grading.student.{p.stem}"
-        for p in (package / "grading" / "student").glob("*.py") if p.stem != "__init__"}
+        for p in (package / "grading" / "student").glob("*.py")
+        if p.stem != "__init__"
+    }
     for ps in registry.PROBLEM_SETS.values():
         blocked = set(ps.blocked_modules)
         assert "bncourse.grading.solutions" in blocked
@@ -265,13 +301,16 @@ def test_every_bncourse_module_is_blocked_unless_allowed():
 
 _GOOD = "import numpy as np\ndef batch_mean_var(x):\n    return x.mean(axis=0), x.var(axis=0)\n"
 _SETUP = 'from bncourse import grading\ncheck = grading.seal("ps1-forward")\n'
-_CHECKS = [("ps1-forward.mean_var_visible", "batch_mean_var"),
-           ("ps1-forward.mean_var", "batch_mean_var")]
+_CHECKS = [
+    ("ps1-forward.mean_var_visible", "batch_mean_var"),
+    ("ps1-forward.mean_var", "batch_mean_var"),
+]
 
 
 def _verify(cells, tmp_path, timeout=None, checks=_CHECKS):
-    return verify.verify(registry.problem_set("ps1-forward"), cells, checks, cwd=tmp_path,
-                          timeout=timeout)
+    return verify.verify(
+        registry.problem_set("ps1-forward"), cells, checks, cwd=tmp_path, timeout=timeout
+    )
 
 
 def test_verify_passes_a_correct_submission(tmp_path):
@@ -282,16 +321,20 @@ def test_verify_passes_a_correct_submission(tmp_path):
 
 def test_verify_fails_what_patching_the_kernel_would_hide(tmp_path):
     wrong = "def batch_mean_var(x):\n    return x.mean(axis=0), x.var(axis=0, ddof=1)\n"
-    patches = ("import numpy as np\nnp.allclose = lambda *a, **k: True\n"
-               "check = lambda *a, **k: print('ok')\n")
+    patches = (
+        "import numpy as np\nnp.allclose = lambda *a, **k: True\n"
+        "check = lambda *a, **k: print('ok')\n"
+    )
     result = _verify([_SETUP, patches, wrong], tmp_path)
     assert result["checks"] and not any(c["passed"] for c in result["checks"].values())
     assert "divide by N - 1" in result["checks"]["ps1-forward.mean_var"]["message"]
 
 
 def test_verify_never_loads_the_reference(tmp_path):
-    dig = ("import gc\nbatch_mean_var = next((f for f in gc.get_objects() if "
-           "getattr(f, '__module__', '') == 'bncourse.numpy_bn'), None)\n")
+    dig = (
+        "import gc\nbatch_mean_var = next((f for f in gc.get_objects() if "
+        "getattr(f, '__module__', '') == 'bncourse.numpy_bn'), None)\n"
+    )
     check = _verify([_SETUP, dig], tmp_path)["checks"]["ps1-forward.mean_var"]
     assert not check["passed"]
     # not merely a failed check: the search found no function of the reference at all
@@ -305,8 +348,10 @@ def test_verify_skips_a_hanging_cell_and_goes_on(tmp_path):
 
 
 def test_verify_survives_a_process_exit_and_a_hanging_check(tmp_path):
-    hangs = ("import numpy as np\ndef batch_mean_var(x):\n    if x.shape == (3, 2):\n"
-             "        while True:\n            pass\n    return x.mean(axis=0), x.var(axis=0)\n")
+    hangs = (
+        "import numpy as np\ndef batch_mean_var(x):\n    if x.shape == (3, 2):\n"
+        "        while True:\n            pass\n    return x.mean(axis=0), x.var(axis=0)\n"
+    )
     result = _verify([_SETUP, "import os\nos._exit(3)\n", hangs], tmp_path, timeout=3)
     assert result["crashed"] == [1]
     checks = result["checks"]
@@ -316,10 +361,16 @@ def test_verify_survives_a_process_exit_and_a_hanging_check(tmp_path):
 
 
 def test_verify_stops_a_cell_after_its_first_timed_out_check(tmp_path):
-    hangs = ("import numpy as np\ndef batch_mean_var(x):\n    while True:\n        pass\n")
+    hangs = "import numpy as np\ndef batch_mean_var(x):\n    while True:\n        pass\n"
     checks = _CHECKS + [("ps1-forward.forward_visible", "batchnorm_forward")]
-    result = verify.verify(registry.problem_set("ps1-forward"), [_SETUP, hangs], checks,
-                            cwd=tmp_path, timeout=3, groups=[0, 0, 1])
+    result = verify.verify(
+        registry.problem_set("ps1-forward"),
+        [_SETUP, hangs],
+        checks,
+        cwd=tmp_path,
+        timeout=3,
+        groups=[0, 0, 1],
+    )
     assert result["timed_out"] == [2] and result["restarts"] == 1
     assert "not run: an earlier check" in result["checks"]["ps1-forward.mean_var"]["message"]
     assert "not defined" in result["checks"]["ps1-forward.forward_visible"]["message"]
@@ -328,10 +379,12 @@ def test_verify_stops_a_cell_after_its_first_timed_out_check(tmp_path):
 def test_a_forged_status_line_does_not_stop_the_clock(tmp_path):
     # the re-run's job file (named in sys.argv) says where its status goes: a submission
     # that writes "finished" there and then loops must still be stopped, and the rest run
-    forge = ("import json, sys\n"
-             "_job = json.load(open(sys.argv[-1]))\n"
-             "open(_job['status'], 'a').write('finished\\n')\n"
-             "while True:\n    pass\n")
+    forge = (
+        "import json, sys\n"
+        "_job = json.load(open(sys.argv[-1]))\n"
+        "open(_job['status'], 'a').write('finished\\n')\n"
+        "while True:\n    pass\n"
+    )
     started = time.monotonic()
     result = _verify([_SETUP, forge, _GOOD], tmp_path, timeout=3)
     assert time.monotonic() - started < 60
@@ -354,6 +407,7 @@ def test_cell_timeout_override_is_validated(monkeypatch):
 
 
 # --------------------------------------------------------------------------- the notebooks
+
 
 def _notebooks():
     return sorted(SOURCES.glob("*/*.ipynb"))
@@ -401,6 +455,7 @@ def test_grading_bench_measures_a_reference_the_overhead_a_class_and_a_speedup()
 
 
 # --------------------------------------------------------------------------- error carried forward
+
 
 def _judged(check_id: str, obj, namespace: dict):
     """A check's producer and judge in this process, as ``check`` runs them at home."""
@@ -466,15 +521,20 @@ def test_a_part_wrong_on_its_own_still_fails_next_to_a_wrong_function():
 
 def test_a_part_that_cannot_run_with_a_wrong_function_says_to_fix_that_first():
     ns: dict = {}
-    exec(PS1_CODE.replace("x.mean(axis=0), x.var(axis=0, ddof=1)",
-                          "x.mean(axis=1), x.var(axis=1)"), ns)
-    for check_id, obj in (("ps1-forward.forward", ns["batchnorm_forward"]),
-                          ("ps1-forward.layer", ns["BatchNorm1d"])):
+    exec(
+        PS1_CODE.replace("x.mean(axis=0), x.var(axis=0, ddof=1)", "x.mean(axis=1), x.var(axis=1)"),
+        ns,
+    )
+    for check_id, obj in (
+        ("ps1-forward.forward", ns["batchnorm_forward"]),
+        ("ps1-forward.layer", ns["BatchNorm1d"]),
+    ):
         with pytest.raises(AssertionError) as err:
             _judged(check_id, obj, ns)
         assert str(err.value).splitlines() == [
             f"{obj.__name__} uses your batch_mean_var, which is wrong: fix it first",
-            "hint: the test cell of batch_mean_var says what is wrong"]
+            "hint: the test cell of batch_mean_var says what is wrong",
+        ]
 
 
 @pytest.mark.parametrize("old, new", [("** -1.5", "** -0.5"), ("dvar = -0.5 *", "dvar = 0.5 *")])
@@ -488,8 +548,9 @@ def test_a_wrong_node_of_the_staged_backward_costs_only_its_own_part(old, new):
         _judged("ps2-backward.staged_dvar", fn, ns)
     for later in ("staged_dmean", "staged_dx"):
         lines = _judged(f"ps2-backward.{later}", fn, ns)
-        assert lines and all("given your dvar (wrong: fix it first)" in line
-                             for line in lines), lines
+        assert lines and all("given your dvar (wrong: fix it first)" in line for line in lines), (
+            lines
+        )
 
 
 def test_the_committed_mistakes_measurement_keeps_the_promises():
@@ -529,6 +590,10 @@ def test_hidden_checks_are_exactly_those_in_hidden_test_blocks(path):
             if found:
                 seen += 1
                 assert producers[found.group(1)].hidden == inside, (found.group(1), inside)
-    assert seen >= 2 * len([c for c in nbformat.read(path, 4).cells
-                            if c.metadata.get("nbgrader", {}).get("grade")
-                            and c.cell_type == "code"])
+    assert seen >= 2 * len(
+        [
+            c
+            for c in nbformat.read(path, 4).cells
+            if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
+        ]
+    )

@@ -35,13 +35,15 @@ def test_the_largest_difference_is_the_one_reported_not_the_largest_value():
     actual = expected.copy()
     actual[0, 1] += 1e-9
     assert assert_close("out", actual, expected) == (
-        "approximately equal, largest difference 1e-09 at (0, 1)")
+        "approximately equal, largest difference 1e-09 at (0, 1)"
+    )
 
 
 def test_nan_where_the_reference_has_nan_is_no_difference():
     expected = np.array([np.nan, 1.0])
     assert assert_close("out", np.array([np.nan, 1.0 + 1e-9]), expected) == (
-        "approximately equal, largest difference 1e-09 at 1")
+        "approximately equal, largest difference 1e-09 at 1"
+    )
 
 
 def test_a_value_where_the_reference_has_nan_is_reported_there():
@@ -62,8 +64,10 @@ def test_the_first_unexpected_inf_or_nan_is_located():
 def test_a_wrong_dtype_names_both_and_gives_the_hint():
     with pytest.raises(CheckFailed) as err:
         assert_close("out", np.ones(2, np.float32), np.ones(2))
-    assert err.value.lines() == ["out: wrong dtype float32, expected float64",
-                                 "hint: compute in the input's precision and return that dtype"]
+    assert err.value.lines() == [
+        "out: wrong dtype float32, expected float64",
+        "hint: compute in the input's precision and return that dtype",
+    ]
     # unless the caller does not care about the dtype
     assert assert_close("out", np.ones(2, np.float32), np.ones(2), check_dtype=False) == "exact"
 
@@ -78,7 +82,8 @@ def test_the_tolerance_boundary_passes():
     # |2.0 - 1.0| == atol + rtol * |1.0| exactly, in binary floating point
     assert allclose(np.array([2.0]), np.array([1.0]), rtol=0.5, atol=0.5)
     assert assert_close("out", np.array([2.0]), np.array([1.0]), rtol=0.5, atol=0.5) == (
-        "approximately equal, largest difference 1 at 0")
+        "approximately equal, largest difference 1 at 0"
+    )
     assert not allclose(np.array([2.0]), np.array([1.0]), rtol=0.5, atol=0.4375)
 
 
@@ -154,37 +159,50 @@ def test_own_wrong_uses_the_given_tolerances_and_numpys_defaults():
     assert own_wrong("f", {"mean": np.full(3, 1e-7), "var": np.ones(3)}, expected) == "f"
     # the default rtol is 1e-5: 1e-4 off one is wrong
     assert own_wrong("f", {"mean": np.zeros(3), "var": np.full(3, 1.0001)}, expected) == "f"
-    assert own_wrong("f", {"mean": np.full(3, 0.1), "var": np.ones(3)}, expected,
-                     atol=0.125) is None
-    assert own_wrong("f", {"mean": np.zeros(3), "var": np.full(3, 1.25)}, expected,
-                     rtol=0.5) is None
+    assert (
+        own_wrong("f", {"mean": np.full(3, 0.1), "var": np.ones(3)}, expected, atol=0.125) is None
+    )
+    assert (
+        own_wrong("f", {"mean": np.zeros(3), "var": np.full(3, 1.25)}, expected, rtol=0.5) is None
+    )
     assert own_wrong("f", {"mean": np.zeros(2), "var": np.ones(3)}, expected) == "f"
-    assert own_wrong("f", {"mean": [0.0, 0.0, 0.0], "var": np.ones(3, np.float32)},
-                     expected) is None
+    assert (
+        own_wrong("f", {"mean": [0.0, 0.0, 0.0], "var": np.ones(3, np.float32)}, expected) is None
+    )
 
 
 def _failing(message, hint=None):
     def judge():
         raise CheckFailed(message, hint=hint)
+
     return judge
 
 
 def test_carried_forward_names_every_wrong_function():
-    judged = carried_forward("dx", _failing("dx: wrong values"), lambda: "exact",
-                             ["batch_mean_var", "staged_dvar"])
+    judged = carried_forward(
+        "dx", _failing("dx: wrong values"), lambda: "exact", ["batch_mean_var", "staged_dvar"]
+    )
     assert judged == "exact, given your batch_mean_var and staged_dvar (wrong: fix it first)"
     with pytest.raises(CheckFailed) as err:
-        carried_forward("dx", _failing("dx: wrong values"), _failing("dx: wrong values"),
-                        ["batch_mean_var", "staged_dvar"])
+        carried_forward(
+            "dx",
+            _failing("dx: wrong values"),
+            _failing("dx: wrong values"),
+            ["batch_mean_var", "staged_dvar"],
+        )
     assert err.value.lines() == [
         "dx uses your batch_mean_var and staged_dvar, which are wrong: fix them first",
-        "hint: the test cell of batch_mean_var and staged_dvar says what is wrong"]
+        "hint: the test cell of batch_mean_var and staged_dvar says what is wrong",
+    ]
 
 
 def test_carried_forward_keeps_a_recognised_mistake_and_the_plain_case():
     assert carried_forward("dx", lambda: "exact", None, []) == "exact"
     with pytest.raises(CheckFailed, match="hint: you divide by N - 1"):
-        carried_forward("var", _failing("var: wrong values", "you divide by N - 1"), None,
-                        ["batch_mean_var"])
-    assert carried_forward("out", lambda: "exact", _failing("out: wrong values"),
-                           ["batch_mean_var"]) == "exact"
+        carried_forward(
+            "var", _failing("var: wrong values", "you divide by N - 1"), None, ["batch_mean_var"]
+        )
+    assert (
+        carried_forward("out", lambda: "exact", _failing("out: wrong values"), ["batch_mean_var"])
+        == "exact"
+    )

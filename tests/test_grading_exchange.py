@@ -36,10 +36,12 @@ def test_exchange_round_trip(tmp_path):
     assert fetched.exists()
     # the student solves everything but gets the moving averages the wrong way round
     work = replace_cell(
-        solved(nbformat.read(fetched, 4), course.source(PS)), "update_moving_stats",
+        solved(nbformat.read(fetched, 4), course.source(PS)),
+        "update_moving_stats",
         "def update_moving_stats(moving_mean, moving_var, mean, var, momentum=0.99):\n"
         "    return (moving_mean * (1 - momentum) + mean * momentum,\n"
-        "            moving_var * (1 - momentum) + var * momentum)\n")
+        "            moving_var * (1 - momentum) + var * momentum)\n",
+    )
     nbformat.write(work, fetched)
     course.nbgrader("submit", PS, "--course", "bncourse", ex, cwd=home)
 

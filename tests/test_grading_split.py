@@ -37,22 +37,36 @@ print(json.dumps({"imported": names, "modules": sorted(sys.modules)}))
 
 
 def _is_student_side(name: str) -> bool:
-    return name in ("bncourse", "bncourse.grading") or name == "bncourse.grading.student" \
+    return (
+        name in ("bncourse", "bncourse.grading")
+        or name == "bncourse.grading.student"
         or name.startswith("bncourse.grading.student.")
+    )
 
 
 def test_the_student_side_imports_nothing_from_outside():
     """Every student module, imported in a fresh interpreter, loads no outside module."""
-    proc = subprocess.run([sys.executable, "-c", _IMPORT_STUDENT_SIDE], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORT_STUDENT_SIDE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["imported"] == STUDENT_MODULES and "ps1_forward" in STUDENT_MODULES
     modules = set(result["modules"])
     outside = sorted(m for m in modules if m.startswith("bncourse") and not _is_student_side(m))
     assert not outside, f"the student side imported {outside}"
-    for name in ("bncourse.numpy_bn", "bncourse.keras_bn", "bncourse.models", "bncourse.fold",
-                 "bncourse.results", "bncourse.grading.solutions"):
+    for name in (
+        "bncourse.numpy_bn",
+        "bncourse.keras_bn",
+        "bncourse.models",
+        "bncourse.fold",
+        "bncourse.results",
+        "bncourse.grading.solutions",
+    ):
         assert name not in modules
     frameworks = sorted(m for m in modules if m.split(".")[0] in FRAMEWORKS)
     assert not frameworks, f"the student side imported {frameworks[:5]} when it was imported"
@@ -62,8 +76,12 @@ def _allowed_import(name: str) -> bool:
     """Whether student-side code may import module ``name`` (absolute), even lazily."""
     notebook_may = {m for ps in registry.PROBLEM_SETS.values() for m in ps.allowed}
     root = name.split(".")[0]
-    return (root in sys.stdlib_module_names or root in ("numpy", "keras", "matplotlib", "IPython")
-            or name.startswith("bncourse.grading.student.") or name in notebook_may)
+    return (
+        root in sys.stdlib_module_names
+        or root in ("numpy", "keras", "matplotlib", "IPython")
+        or name.startswith("bncourse.grading.student.")
+        or name in notebook_may
+    )
 
 
 @pytest.mark.parametrize("module", STUDENT_MODULES)
@@ -94,7 +112,11 @@ def test_every_producer_has_a_judge_and_every_judge_a_producer(name):
     for check_id, check in checks.items():
         producer = producers[check_id]
         assert (check.description, check.make_inputs, check.produce, check.judge) == (
-            producer.description, producer.make_inputs, producer.produce, judges[check_id])
+            producer.description,
+            producer.make_inputs,
+            producer.produce,
+            judges[check_id],
+        )
 
 
 def _fake_problem_set(monkeypatch, producer_names, judge_names) -> ProblemSet:
@@ -104,8 +126,10 @@ def _fake_problem_set(monkeypatch, producer_names, judge_names) -> ProblemSet:
     judges = JudgeRegistry("psx")
     for name in judge_names:
         judges.judge(name)(lambda inputs, outputs: [])
-    for module, attr, value in (("fake_producers", "PRODUCERS", producers),
-                                ("fake_judges", "JUDGES", judges)):
+    for module, attr, value in (
+        ("fake_producers", "PRODUCERS", producers),
+        ("fake_judges", "JUDGES", judges),
+    ):
         fake = types.ModuleType(module)
         setattr(fake, attr, value)
         monkeypatch.setitem(sys.modules, module, fake)
@@ -114,8 +138,11 @@ def _fake_problem_set(monkeypatch, producer_names, judge_names) -> ProblemSet:
 
 def test_checks_of_refuses_checks_that_do_not_pair_up(monkeypatch):
     ps = _fake_problem_set(monkeypatch, ["a", "b"], ["a", "c"])
-    with pytest.raises(ValueError, match=r"the checks of psx do not pair up: no judge in "
-                       r"fake_judges for psx\.b; no producer in fake_producers for psx\.c"):
+    with pytest.raises(
+        ValueError,
+        match=r"the checks of psx do not pair up: no judge in "
+        r"fake_judges for psx\.b; no producer in fake_producers for psx\.c",
+    ):
         registry.checks_of(ps)
     ps = _fake_problem_set(monkeypatch, ["a", "b"], ["b", "a"])
     assert list(registry.checks_of(ps)) == ["psx.a", "psx.b"]

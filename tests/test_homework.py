@@ -93,9 +93,20 @@ def _make_homework(dest: Path) -> subprocess.CompletedProcess:
     # own work, not the installation `make test` has just done.
     venv = Path(sys.prefix)
     return subprocess.run(
-        ["make", "--no-print-directory", "homework", f"DEST={dest}", f"VENV={venv}",
-         "-o", str(venv / ".bncourse-installed")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        [
+            "make",
+            "--no-print-directory",
+            "homework",
+            f"DEST={dest}",
+            f"VENV={venv}",
+            "-o",
+            str(venv / ".bncourse-installed"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
@@ -116,8 +127,7 @@ def test_make_homework_copies_student_versions_and_keeps_work(tmp_path):
         text = "\n".join(c.source for c in student.cells)
         for marker in ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS"):
             assert marker not in text, (name, marker)
-        released = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source
-                    for c in student.cells}
+        released = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in student.cells}
         checked = 0
         for cell in source.cells:
             meta = cell.metadata.get("nbgrader", {})

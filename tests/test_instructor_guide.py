@@ -43,9 +43,18 @@ END = "<!-- book/instructors.md includes the text up to here -->"
 PS = "ps1-forward"
 # The order the guide's commands must come in: nbgrader's subcommand, or the program's name.
 WORKFLOW = [
-    "generate_assignment", "release_assignment", "fetch_assignment", "submit", "collect",
-    "autograde", "python -m bncourse.grading.report", "jupyter lab", "generate_feedback",
-    "release_feedback", "fetch_feedback", "export",
+    "generate_assignment",
+    "release_assignment",
+    "fetch_assignment",
+    "submit",
+    "collect",
+    "autograde",
+    "python -m bncourse.grading.report",
+    "jupyter lab",
+    "generate_feedback",
+    "release_feedback",
+    "fetch_feedback",
+    "export",
 ]
 STUDENT_COMMANDS = {"fetch_assignment", "submit", "fetch_feedback"}
 
@@ -60,8 +69,11 @@ def guide_steps(text: str) -> dict[str, list[str]]:
         title, _, body = part.partition("\n")
         blocks = re.findall(r"^```bash\n(.*?)^```", body, flags=re.MULTILINE | re.DOTALL)
         script = "\n".join(blocks).replace("\\\n", " ")
-        steps[title.strip()] = [line.strip() for line in script.splitlines()
-                                if line.strip() and not line.strip().startswith("#")]
+        steps[title.strip()] = [
+            line.strip()
+            for line in script.splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
     return steps
 
 
@@ -76,8 +88,15 @@ def role(command: str) -> str:
 
 
 def bash(command: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 def follow(command: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -94,8 +113,9 @@ def _wrong_moving_var(nb, source):
     """The solution, but BatchNorm1d starts its moving variance at 0 instead of 1."""
     nb = solved(nb, source)
     code = nb.cells[index_of(nb, "BatchNorm1d")].source
-    wrong = code.replace("self.moving_var = np.ones(num_features)",
-                         "self.moving_var = np.zeros(num_features)")
+    wrong = code.replace(
+        "self.moving_var = np.ones(num_features)", "self.moving_var = np.zeros(num_features)"
+    )
     assert wrong != code
     return replace_cell(nb, "BatchNorm1d", wrong)
 
@@ -111,10 +131,15 @@ class Student:
 
 
 STUDENTS = [
-    Student("honest", solved, "With epsilon = 0 a constant feature divides 0 by 0.", 2.0,
-            None, ()),
-    Student("buggy", _wrong_moving_var, "Epsilon keeps the division finite.", 1.5,
-            "Right about the division; which batch makes it happen?", ("test_BatchNorm1d",)),
+    Student("honest", solved, "With epsilon = 0 a constant feature divides 0 by 0.", 2.0, None, ()),
+    Student(
+        "buggy",
+        _wrong_moving_var,
+        "Epsilon keeps the division finite.",
+        1.5,
+        "Right about the division; which batch makes it happen?",
+        ("test_BatchNorm1d",),
+    ),
     Student("blank", None, None, None, None, "all"),
 ]
 
@@ -147,9 +172,12 @@ def gradebook_state(gradebook: str) -> dict:
     from nbgrader.api import Gradebook
 
     with Gradebook(gradebook) as gb:
-        return {s.student_id: {g.name: (g.score, g.needs_manual_grade)
-                               for nb in s.notebooks for g in nb.grades}
-                for s in gb.assignment_submissions(PS)}
+        return {
+            s.student_id: {
+                g.name: (g.score, g.needs_manual_grade) for nb in s.notebooks for g in nb.grades
+            }
+            for s in gb.assignment_submissions(PS)
+        }
 
 
 def feedback_scores(html: str, cell: str) -> tuple[tuple, tuple]:
@@ -167,8 +195,12 @@ def feedback_scores(html: str, cell: str) -> tuple[tuple, tuple]:
 def test_the_instructor_guide_works_as_written(tmp_path):
     steps = guide_steps(GUIDE.read_text())
     setup = next(commands for title, commands in steps.items() if title.startswith("Once"))
-    workflow = [command for title, commands in steps.items()
-                if re.match(r"\d+\. ", title) for command in commands]
+    workflow = [
+        command
+        for title, commands in steps.items()
+        if re.match(r"\d+\. ", title)
+        for command in commands
+    ]
     assert [role(c) for c in workflow] == WORKFLOW, workflow
 
     # The guide's set-up, as root in a clone: `make setup` has been done (this suite runs in
@@ -182,8 +214,11 @@ def test_the_instructor_guide_works_as_written(tmp_path):
     exchange.mkdir()
     exchange.chmod(0o777)
     (shared / "nbgrader_config.py").write_text(f"c.Exchange.root = {str(exchange)!r}\n")
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")
+    }
     base["JUPYTER_CONFIG_PATH"] = str(shared)
     env = dict(base, HOME=str(home))
     done = bash("set -e\n" + "\n".join(setup[1:]) + '\npwd\nprintf "%s\\n" "$PATH"', ROOT, env)
@@ -197,13 +232,14 @@ def test_the_instructor_guide_works_as_written(tmp_path):
 
     source = nbformat.read(course / "source" / PS / f"{PS}.ipynb", 4)
     automatic, by_hand = graded_points(source)
-    (manual_id, manual_max), = by_hand.items()
+    ((manual_id, manual_max),) = by_hand.items()
     homes = {}
     for s in STUDENTS:
         homes[s.name] = tmp_path / "students" / s.name
         (homes[s.name] / ".jupyter").mkdir(parents=True)
         (homes[s.name] / ".jupyter" / "nbgrader_config.py").write_text(
-            f"c.CourseDirectory.student_id = {s.name!r}\n")
+            f"c.CourseDirectory.student_id = {s.name!r}\n"
+        )
     gradebook = f"sqlite:///{course / 'gradebook.db'}"
 
     for command in workflow:
@@ -220,20 +256,26 @@ def test_the_instructor_guide_works_as_written(tmp_path):
             follow(f"nbgrader generate_feedback {PS}", course, env)
             stale = (course / "feedback" / "buggy" / PS / f"{PS}.html").read_text()
             assert feedback_scores(stale, manual_id)[1] == (0.0, manual_max)
-            grade_by_hand(gradebook,
-                          {(manual_id, s.name): s.manual for s in STUDENTS if s.manual},
-                          {(manual_id, s.name): s.comment for s in STUDENTS if s.comment})
+            grade_by_hand(
+                gradebook,
+                {(manual_id, s.name): s.manual for s in STUDENTS if s.manual},
+                {(manual_id, s.name): s.comment for s in STUDENTS if s.comment},
+            )
         else:
             follow(command, course, env)
             if what == "collect":
-                assert sorted(p.name for p in (course / "submitted").iterdir()) == \
-                    sorted(s.name for s in STUDENTS)
+                assert sorted(p.name for p in (course / "submitted").iterdir()) == sorted(
+                    s.name for s in STUDENTS
+                )
 
     # the report of step 4: who failed what, and whose written answer waits for a grader
     with open(course / "report.csv") as f:
         report = {r["student"]: r for r in csv.DictReader(f) if r["assignment"] == PS}
-    assert {n: r["status"] for n, r in report.items()} == \
-        {"honest": "graded", "buggy": "graded", "blank": "zero"}
+    assert {n: r["status"] for n, r in report.items()} == {
+        "honest": "graded",
+        "buggy": "graded",
+        "blank": "zero",
+    }
     assert report["buggy"]["failed_parts"] == "test_BatchNorm1d"
     waiting = {n for n, r in report.items() if r["needs_manual_grade"] == "True"}
     assert waiting == {"honest", "buggy"}, report
@@ -250,14 +292,18 @@ def test_the_instructor_guide_works_as_written(tmp_path):
         assert not any(waits for _, waits in after[s.name].values()), s.name
         grades[s.name] = sum(expected.values())
     total = sum(automatic.values()) + manual_max
-    assert grades == {"honest": total,
-                      "buggy": sum(automatic.values()) - automatic["test_BatchNorm1d"] + 1.5,
-                      "blank": 0.0}
+    assert grades == {
+        "honest": total,
+        "buggy": sum(automatic.values()) - automatic["test_BatchNorm1d"] + 1.5,
+        "blank": 0.0,
+    }
 
     for s in STUDENTS:
         html = (course / "feedback" / s.name / PS / f"{PS}.html").read_text()
-        assert feedback_scores(html, manual_id) == ((grades[s.name], total),
-                                                    (s.manual or 0.0, manual_max)), s.name
+        assert feedback_scores(html, manual_id) == (
+            (grades[s.name], total),
+            (s.manual or 0.0, manual_max),
+        ), s.name
         if s.comment:
             assert s.comment in html
         assert not feedback_leaks(html, PS), (s.name, feedback_leaks(html, PS))
@@ -267,5 +313,7 @@ def test_the_instructor_guide_works_as_written(tmp_path):
 
     with open(course / "grades.csv") as f:
         rows = {r["student_id"]: r for r in csv.DictReader(f) if r["assignment"] == PS}
-    assert {n: (float(r["raw_score"]), float(r["score"]), float(r["max_score"]))
-            for n, r in rows.items()} == {n: (g, g, total) for n, g in grades.items()}
+    assert {
+        n: (float(r["raw_score"]), float(r["score"]), float(r["max_score"]))
+        for n, r in rows.items()
+    } == {n: (g, g, total) for n, g in grades.items()}

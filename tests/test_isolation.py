@@ -23,8 +23,9 @@ def _inside(ps, code: str, tmp_path, *, limits=None, wall=60, workdir=None) -> t
     out = tmp_path / "out.txt"
     kwargs = {"limits": limits} if limits else {}
     with Sandbox(ps, workdir=workdir, **kwargs) as box, open(out, "w") as f:
-        figures = run(box, [sys.executable, "-c", code], wall_seconds=wall, stdout=f,
-                      stderr=subprocess.STDOUT)
+        figures = run(
+            box, [sys.executable, "-c", code], wall_seconds=wall, stdout=f, stderr=subprocess.STDOUT
+        )
     return figures, out.read_text()
 
 
@@ -64,14 +65,22 @@ def test_code_inside_sees_only_its_view_and_cannot_write_or_connect(tmp_path):
     server.listen()
     port = server.getsockname()[1]
     secret = [
-        str(PACKAGE / "numpy_bn.py"), str(PACKAGE / "keras_bn.py"), str(PACKAGE / "fold.py"),
-        str(PACKAGE / "grading" / "forward.py"), str(PACKAGE / "grading" / "registry.py"),
-        str(PACKAGE / "grading" / "solutions.py"), str(PACKAGE.parent / "assignments"),
-        str(PACKAGE.parent / "results"), str(tmp_path), "/root/.bashrc",
+        str(PACKAGE / "numpy_bn.py"),
+        str(PACKAGE / "keras_bn.py"),
+        str(PACKAGE / "fold.py"),
+        str(PACKAGE / "grading" / "forward.py"),
+        str(PACKAGE / "grading" / "registry.py"),
+        str(PACKAGE / "grading" / "solutions.py"),
+        str(PACKAGE.parent / "assignments"),
+        str(PACKAGE.parent / "results"),
+        str(tmp_path),
+        "/root/.bashrc",
     ]
     visible = [str(PACKAGE / "grading" / "student" / "calls.py"), str(PACKAGE / "__init__.py")]
-    code = f"import sys; sys.argv[1:] = {secret + visible!r}; import os; " \
-           f"os.environ['PORT'] = '{port}'\n" + PROBE
+    code = (
+        f"import sys; sys.argv[1:] = {secret + visible!r}; import os; "
+        f"os.environ['PORT'] = '{port}'\n" + PROBE
+    )
     figures, output = _inside(PS1, code, tmp_path)
     server.close()
     assert figures["returncode"] == 0, output
@@ -83,14 +92,17 @@ def test_code_inside_sees_only_its_view_and_cannot_write_or_connect(tmp_path):
     assert facts["net"] is False
     # its own PID namespace: the grader and the rest of the machine are not listed
     assert max(facts["pids"]) < 50, facts["pids"]
-    assert not any(name.startswith(("NBGRADER", "BNCOURSE_SANDBOX", "PYTEST"))
-                   for name in facts["env"]), facts["env"]
+    assert not any(
+        name.startswith(("NBGRADER", "BNCOURSE_SANDBOX", "PYTEST")) for name in facts["env"]
+    ), facts["env"]
 
 
 def test_numpy_only_sets_hide_the_frameworks_and_ps4_sees_its_data_module(tmp_path):
-    code = ("import importlib.util as u\n"
-            "print([u.find_spec(m) is not None and u.find_spec(m).origin is not None "
-            "for m in ('keras', 'bncourse.data', 'bncourse.grading.student.calls')])")
+    code = (
+        "import importlib.util as u\n"
+        "print([u.find_spec(m) is not None and u.find_spec(m).origin is not None "
+        "for m in ('keras', 'bncourse.data', 'bncourse.grading.student.calls')])"
+    )
     _, out1 = _inside(PS1, code, tmp_path)
     _, out4 = _inside(PS4, code, tmp_path)
     assert out1.strip().splitlines()[-1] == "[False, False, True]", out1
@@ -98,11 +110,9 @@ def test_numpy_only_sets_hide_the_frameworks_and_ps4_sees_its_data_module(tmp_pa
 
 
 def test_the_wall_clock_limit_kills_the_whole_sandbox(tmp_path):
-    code = ("import os, time\n"
-            "if os.fork() == 0:\n"
-            "    os.setsid()\n"
-            "    time.sleep(600)\n"
-            "time.sleep(600)")
+    code = (
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\ntime.sleep(600)"
+    )
     started = time.monotonic()
     figures, _ = _inside(PS1, code, tmp_path, wall=2)
     assert figures["timed_out"] and figures["returncode"] != 0
@@ -116,9 +126,11 @@ def test_limits_hold(tmp_path, kind):
     limits = Limits(memory_mb=1024, processes=32, file_mb=8, cpu_seconds=60)
     code = {
         "memory": "blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))",
-        "fork": ("import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
-                 "            time.sleep(5)\n            os._exit(0)\n        n += 1\n"
-                 "except OSError as err:\n    print('refused after', n, err.errno)"),
+        "fork": (
+            "import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
+            "            time.sleep(5)\n            os._exit(0)\n        n += 1\n"
+            "except OSError as err:\n    print('refused after', n, err.errno)"
+        ),
         "file": "open('big', 'wb').write(b'x' * (64 * 2**20))",
     }[kind]
     figures, output = _inside(PS1, code, tmp_path, limits=limits, wall=20)
@@ -156,9 +168,15 @@ def test_usage_meter_sees_the_peak_memory_of_a_sandbox(tmp_path):
 def test_slots_are_never_shared():
     a, b = isolation.claim_slot(), isolation.claim_slot()
     assert a != b
-    other = subprocess.run([sys.executable, "-c",
-                            "from bncourse.grading.isolation import claim_slot; "
-                            "print(claim_slot())"], capture_output=True, text=True)
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from bncourse.grading.isolation import claim_slot; print(claim_slot())",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert int(other.stdout) not in (a, b)
 
 
@@ -168,16 +186,20 @@ def test_a_link_in_the_submission_does_not_bring_a_file_of_the_machine_in(tmp_pa
     work = tmp_path / "submission"
     work.mkdir()
     (work / "notes.txt").symlink_to(secret)
-    code = ("import os\ntry:\n    print(open('notes.txt').read())\n"
-            "except OSError as err:\n    print('refused', type(err).__name__)")
+    code = (
+        "import os\ntry:\n    print(open('notes.txt').read())\n"
+        "except OSError as err:\n    print('refused', type(err).__name__)"
+    )
     _, output = _inside(PS1, code, tmp_path, workdir=work)
     assert "secret" not in output and "refused" in output, output
 
 
 def test_ps4_sees_only_the_images_its_budget_uses(tmp_path):
-    code = ("from bncourse.data import load_dataset\n"
-            "(x, y), (x_test, y_test) = load_dataset('fashion_mnist', download=False)\n"
-            "print(x.shape[0], x_test.shape[0])")
+    code = (
+        "from bncourse.data import load_dataset\n"
+        "(x, y), (x_test, y_test) = load_dataset('fashion_mnist', download=False)\n"
+        "print(x.shape[0], x_test.shape[0])"
+    )
     figures, output = _inside(PS4, code, tmp_path)
     assert figures["returncode"] == 0, output
     ((_, n_train, n_test),) = PS4.data

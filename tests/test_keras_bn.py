@@ -44,11 +44,13 @@ def test_same_outputs_and_moving_statistics_as_keras(rng, shape, axis):
         layer.beta.assign(beta)
     for _ in range(10):
         x = off_centre(rng, shape)
-        np.testing.assert_allclose(np_(ours(x, training=True)), np_(theirs(x, training=True)),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np_(ours(x, training=True)), np_(theirs(x, training=True)), atol=1e-5
+        )
         np.testing.assert_allclose(np_(ours.moving_mean), np_(theirs.moving_mean), rtol=1e-5)
-        np.testing.assert_allclose(np_(ours.moving_variance), np_(theirs.moving_variance),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            np_(ours.moving_variance), np_(theirs.moving_variance), rtol=1e-5
+        )
     x = off_centre(rng, shape)
     np.testing.assert_allclose(np_(ours(x)), np_(theirs(x)), atol=1e-5)
 
@@ -63,8 +65,9 @@ def test_momentum_zero_trick(rng, shape, axis):
     after = np_(layer(x, training=False))
     assert np.max(np.abs(before - train)) > 1.0  # untrained moving statistics are (0, 1)
     np.testing.assert_allclose(after, train, atol=1e-5)
-    np.testing.assert_allclose(train.mean(axis=tuple(i for i in range(len(shape))
-                                                     if i != axis % len(shape))), 0, atol=1e-4)
+    np.testing.assert_allclose(
+        train.mean(axis=tuple(i for i in range(len(shape)) if i != axis % len(shape))), 0, atol=1e-4
+    )
 
 
 def test_training_none_means_inference(rng):
@@ -118,15 +121,17 @@ def test_agrees_with_the_numpy_reference(rng, shape, axis):
 
 def _copies_of_a_small_model(bn_factory, seed):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((12,)),
-        keras.layers.Dense(16, use_bias=False),
-        bn_factory(),
-        keras.layers.Activation("relu"),
-        keras.layers.Dense(8, activation="relu"),
-        bn_factory(momentum=0.9),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(16, use_bias=False),
+            bn_factory(),
+            keras.layers.Activation("relu"),
+            keras.layers.Dense(8, activation="relu"),
+            bn_factory(momentum=0.9),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
 
 
 def test_training_equivalence_with_keras_over_twenty_sgd_steps(rng):
@@ -135,8 +140,10 @@ def test_training_equivalence_with_keras_over_twenty_sgd_steps(rng):
     ours = _copies_of_a_small_model(BatchNorm, seed=2)
     ours.set_weights(theirs.get_weights())
     for model in (theirs, ours):
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9),
-                      loss="sparse_categorical_crossentropy")
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9),
+            loss="sparse_categorical_crossentropy",
+        )
     x = off_centre(rng, (20 * 32, 12))
     y = rng.integers(0, 3, size=20 * 32)
     for step in range(20):
@@ -149,8 +156,9 @@ def test_training_equivalence_with_keras_over_twenty_sgd_steps(rng):
     for name, a, b in zip(names, theirs.get_weights(), ours.get_weights()):
         np.testing.assert_allclose(b, a, atol=1e-5, err_msg=name)
     x_new = off_centre(rng, (50, 12))
-    np.testing.assert_allclose(ours.predict(x_new, verbose=0), theirs.predict(x_new, verbose=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        ours.predict(x_new, verbose=0), theirs.predict(x_new, verbose=0), atol=1e-5
+    )
 
 
 def test_variables_and_their_trainability():
@@ -191,8 +199,9 @@ def test_half_precision_inputs_are_computed_in_float32(rng, policy):
     out_half = half(x, training=True)
     assert keras.backend.standardize_dtype(out_half.dtype) == policy.split("_")[1]
     assert keras.backend.standardize_dtype(half.moving_mean.dtype) == "float32"
-    np.testing.assert_allclose(np_(out_half).astype("float32"), np_(full(x, training=True)),
-                               atol=0.05)
+    np.testing.assert_allclose(
+        np_(out_half).astype("float32"), np_(full(x, training=True)), atol=0.05
+    )
     # The statistics themselves are float32-accurate, not half-accurate.
     np.testing.assert_allclose(np_(half.moving_mean), np_(full.moving_mean), rtol=1e-3)
 
@@ -201,31 +210,48 @@ def test_mask_leaves_positions_out_of_the_statistics_as_keras(rng):
     x = off_centre(rng, (4, 6, 3))
     mask = rng.random((4, 6)) > 0.3
     theirs, ours = pair(momentum=0.5)
-    np.testing.assert_allclose(np_(ours(x, training=True, mask=mask)),
-                               np_(theirs(x, training=True, mask=mask)), atol=1e-4)
+    np.testing.assert_allclose(
+        np_(ours(x, training=True, mask=mask)), np_(theirs(x, training=True, mask=mask)), atol=1e-4
+    )
     np.testing.assert_allclose(np_(ours.moving_mean), np_(theirs.moving_mean), rtol=1e-5)
     with pytest.raises(ValueError, match="one dimension less"):
         ours(x, training=True, mask=mask[..., None])
 
 
 def test_config_round_trip(rng):
-    layer = BatchNorm(axis=1, momentum=0.9, epsilon=1e-4, center=False,
-                      gamma_regularizer=keras.regularizers.L2(0.01), name="bn")
+    layer = BatchNorm(
+        axis=1,
+        momentum=0.9,
+        epsilon=1e-4,
+        center=False,
+        gamma_regularizer=keras.regularizers.L2(0.01),
+        name="bn",
+    )
     config = layer.get_config()
     clone = BatchNorm.from_config(config)
     assert clone.get_config() == config
     assert config["axis"] == 1 and config["momentum"] == 0.9 and config["center"] is False
     # The same keys as Keras's layer, less the out-of-scope ones.
     keras_keys = set(keras.layers.BatchNormalization().get_config())
-    assert set(config) == keras_keys - {"renorm", "renorm_clipping", "renorm_momentum",
-                                        "synchronized"}
+    assert set(config) == keras_keys - {
+        "renorm",
+        "renorm_clipping",
+        "renorm_momentum",
+        "synchronized",
+    }
 
 
 def test_save_and_load_in_the_keras_format(rng, tmp_path):
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3),
-                              BatchNorm(momentum=0.5), keras.layers.Flatten(),
-                              keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(4, 3),
+            BatchNorm(momentum=0.5),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
     model.compile(optimizer="adam", loss="mse")
     x = rng.random((16, 28, 28, 1)).astype("float32")
     model.fit(x, rng.random((16, 3)), epochs=2, verbose=0)
@@ -274,8 +300,9 @@ def _keras_default(name):
     return inspect.signature(keras.layers.BatchNormalization.__init__).parameters[name].default
 
 
-@pytest.mark.parametrize("names", [[n] for n in OUT_OF_SCOPE] + [OUT_OF_SCOPE],
-                         ids=OUT_OF_SCOPE + ["all four"])
+@pytest.mark.parametrize(
+    "names", [[n] for n in OUT_OF_SCOPE] + [OUT_OF_SCOPE], ids=OUT_OF_SCOPE + ["all four"]
+)
 def test_out_of_scope_arguments_at_keras_defaults_are_accepted(rng, names):
     """Code written for Keras's layer passes them at their defaults: a drop-in accepts that."""
     defaults = {name: _keras_default(name) for name in names}
@@ -291,33 +318,47 @@ def test_the_configuration_of_a_keras_layer_builds_ours():
     """Keras's config holds the four out-of-scope arguments at their defaults."""
     config = keras.layers.BatchNormalization(axis=1, momentum=0.9, name="bn").get_config()
     assert {name: config[name] for name in OUT_OF_SCOPE} == {
-        name: _keras_default(name) for name in OUT_OF_SCOPE}
+        name: _keras_default(name) for name in OUT_OF_SCOPE
+    }
     ours = BatchNorm.from_config(config)
     assert ours.get_config() == {k: v for k, v in config.items() if k not in OUT_OF_SCOPE}
 
 
-REFUSED = [("renorm", True), ("renorm", 0), ("renorm_clipping", {"rmax": 3.0}),
-           ("renorm_momentum", 0.9), ("synchronized", True)]
+REFUSED = [
+    ("renorm", True),
+    ("renorm", 0),
+    ("renorm_clipping", {"rmax": 3.0}),
+    ("renorm_momentum", 0.9),
+    ("synchronized", True),
+]
 
 
 @pytest.mark.parametrize("name, value", REFUSED, ids=[f"{n}={v!r}" for n, v in REFUSED])
 def test_out_of_scope_arguments_at_other_values_are_refused(name, value):
     """The refusal names the argument, the value given and the one value accepted."""
-    expected = (f"{name}={value!r} is not supported by bncourse's BatchNorm",
-                f"only the default {name}={_keras_default(name)!r} is accepted")
+    expected = (
+        f"{name}={value!r} is not supported by bncourse's BatchNorm",
+        f"only the default {name}={_keras_default(name)!r} is accepted",
+    )
     with pytest.raises(ValueError) as excinfo:
         BatchNorm(**{name: value})
     assert all(part in str(excinfo.value) for part in expected), str(excinfo.value)
 
 
-@pytest.mark.parametrize("kwargs", [{"renorm": True}, {"no_such_argument": 1}],
-                         ids=["refused by BatchNorm", "refused by keras.layers.Layer"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"renorm": True}, {"no_such_argument": 1}],
+    ids=["refused by BatchNorm", "refused by keras.layers.Layer"],
+)
 def test_a_layer_whose_constructor_raised_still_has_a_repr(kwargs):
     """Tracebacks and debuggers show the half-made object (pytest --showlocals does)."""
     with pytest.raises(ValueError) as excinfo:
         BatchNorm(**kwargs)
-    half_made = [entry.locals["self"] for entry in excinfo.traceback
-                 if isinstance(entry.locals.get("self"), BatchNorm)]
+    half_made = [
+        entry.locals["self"]
+        for entry in excinfo.traceback
+        if isinstance(entry.locals.get("self"), BatchNorm)
+    ]
     assert half_made
     assert repr(half_made[0]) == "<BatchNorm, not constructed: its __init__ raised>"
     assert "raised in repr()" not in str(excinfo.getrepr(showlocals=True))

@@ -48,8 +48,11 @@ CASES = unittest.defaultTestLoader.getTestCaseNames(PEER.BatchNormalizationTest)
 def _left_out(name: str) -> bool:
     """Whether Keras's test ``name`` tests renormalisation or synchronised statistics."""
     described = str(PEER.BatchNormalizationTest(name))  # "name (params) (module.Class)"
-    return (name.startswith("test_renorm") or name == "test_serialization"
-            or "synchronized=True" in described)
+    return (
+        name.startswith("test_renorm")
+        or name == "test_serialization"
+        or "synchronized=True" in described
+    )
 
 
 KEPT = [name for name in CASES if not _left_out(name)]
@@ -127,7 +130,10 @@ def test_a_left_out_test_fails_only_on_the_refused_argument(run_on_our_layer, na
 
 def test_the_selection_keeps_the_core_of_keras_tests():
     """Basics, correctness on 3-D and 4-D input, trainable=False and masking are run."""
-    assert {"test_bn_basics", "test_trainable_behavior",
-            "test_masked_broadcast_normalization"} <= set(KEPT)
+    assert {
+        "test_bn_basics",
+        "test_trainable_behavior",
+        "test_masked_broadcast_normalization",
+    } <= set(KEPT)
     assert sum(name.startswith("test_correctness") for name in KEPT) >= 8
     assert "test_input_fully_masked0" in KEPT  # synchronized=False, Keras's default

@@ -35,9 +35,15 @@ def test_mlp_without_bn():
 
 def test_mlp_bn_before_the_relu_drops_the_biases():
     model = models.build_mlp("before")
-    assert kinds(model) == ["Flatten"] + ["Dense", "BatchNormalization", "Activation"] * 3 + ["Dense"]
+    assert kinds(model) == ["Flatten"] + ["Dense", "BatchNormalization", "Activation"] * 3 + [
+        "Dense"
+    ]
     assert [layer.use_bias for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [
-        False, False, False, True]
+        False,
+        False,
+        False,
+        True,
+    ]
     # gamma and beta trainable, moving mean and variance not, per hidden unit.
     assert counts(model) == (MLP_KERNELS + 10 + 2 * MLP_HIDDEN, 2 * MLP_HIDDEN)
 
@@ -61,17 +67,33 @@ CNN_BIASES = 32 + 64 + 256 + 10
 
 def test_cnn_without_bn():
     model = models.build_cnn()
-    assert kinds(model) == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten",
-                            "Dense", "Dense"]
+    assert kinds(model) == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
     assert counts(model) == (CNN_KERNELS + CNN_BIASES, 0)
 
 
 def test_cnn_tutorial_placement_has_five_bn_layers():
     model = models.build_cnn("after")
     assert kinds(model) == [
-        "Conv2D", "BatchNormalization", "MaxPooling2D", "BatchNormalization",
-        "Conv2D", "BatchNormalization", "MaxPooling2D", "BatchNormalization",
-        "Flatten", "Dense", "BatchNormalization", "Dense",
+        "Conv2D",
+        "BatchNormalization",
+        "MaxPooling2D",
+        "BatchNormalization",
+        "Conv2D",
+        "BatchNormalization",
+        "MaxPooling2D",
+        "BatchNormalization",
+        "Flatten",
+        "Dense",
+        "BatchNormalization",
+        "Dense",
     ]
     bn_channels = 32 + 32 + 64 + 64 + 256
     assert counts(model) == (CNN_KERNELS + CNN_BIASES + 2 * bn_channels, 2 * bn_channels)
@@ -80,9 +102,19 @@ def test_cnn_tutorial_placement_has_five_bn_layers():
 def test_cnn_bn_before_the_activations():
     model = models.build_cnn("before")
     assert kinds(model) == [
-        "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D",
-        "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D",
-        "Flatten", "Dense", "BatchNormalization", "Activation", "Dense",
+        "Conv2D",
+        "BatchNormalization",
+        "Activation",
+        "MaxPooling2D",
+        "Conv2D",
+        "BatchNormalization",
+        "Activation",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "BatchNormalization",
+        "Activation",
+        "Dense",
     ]
     bn_channels = 32 + 64 + 256
     assert counts(model) == (CNN_KERNELS + 10 + 2 * bn_channels, 2 * bn_channels)
@@ -99,8 +131,9 @@ def test_small_model():
 def test_bn_layer_choice(build):
     model = build("before", bn_layer="bncourse")
     bns = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
-    assert bns and not any(isinstance(layer, keras.layers.BatchNormalization)
-                           for layer in model.layers)
+    assert bns and not any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers
+    )
     custom = build("before", bn_layer=lambda name: BatchNorm(momentum=0.9, name=name))
     assert {layer.momentum for layer in custom.layers if isinstance(layer, BatchNorm)} == {0.9}
 

@@ -27,13 +27,22 @@ def test_matches_keras_over_training_then_inference(
     """Ten training steps then inference: outputs and moving statistics equal Keras's."""
     num_features = shape[axis]
     layer = keras.layers.BatchNormalization(
-        axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,
+        axis=axis,
+        momentum=momentum,
+        epsilon=epsilon,
+        center=center,
+        scale=scale,
         dtype=np.dtype(dtype).name,
     )
     layer.build(shape)
     ours = nb.BatchNorm(
-        num_features, axis=axis, momentum=momentum, epsilon=epsilon, center=center,
-        scale=scale, dtype=dtype,
+        num_features,
+        axis=axis,
+        momentum=momentum,
+        epsilon=epsilon,
+        center=center,
+        scale=scale,
+        dtype=dtype,
     )
     # Non-trivial gamma and beta, the same in both.
     if scale:
@@ -54,8 +63,10 @@ def test_matches_keras_over_training_then_inference(
             ours.moving_mean, keras.ops.convert_to_numpy(layer.moving_mean), rtol=tol, atol=tol
         )
         np.testing.assert_allclose(
-            ours.moving_var, keras.ops.convert_to_numpy(layer.moving_variance),
-            rtol=tol, atol=tol,
+            ours.moving_var,
+            keras.ops.convert_to_numpy(layer.moving_variance),
+            rtol=tol,
+            atol=tol,
         )
     x = rng.normal(loc=5.0, scale=10.0, size=shape).astype(dtype)
     np.testing.assert_allclose(
@@ -131,7 +142,11 @@ def test_off_centre_float32_is_still_normalised(rng):
     x = rng.normal(loc=1e4, scale=1.0, size=(4096, 16)).astype(np.float32)
     out, _ = nb.batchnorm_forward(x, np.ones(16, np.float32), np.zeros(16, np.float32))
     assert np.max(np.abs(out.mean(axis=0))) <= 1e-3
-    np.testing.assert_allclose(out.std(axis=0), np.sqrt(x.var(0, dtype=np.float64) / (x.var(0, dtype=np.float64) + 1e-3)), atol=1e-3)
+    np.testing.assert_allclose(
+        out.std(axis=0),
+        np.sqrt(x.var(0, dtype=np.float64) / (x.var(0, dtype=np.float64) + 1e-3)),
+        atol=1e-3,
+    )
     assert np.max(np.abs(out.std(axis=0) - 1.0)) <= 1e-3
 
 
@@ -174,7 +189,8 @@ def _check_grads(forward, backward, x, gamma, beta, dout, **kw):
 
 @pytest.mark.parametrize("backward", [nb.batchnorm_backward, nb.batchnorm_backward_alt])
 @pytest.mark.parametrize(
-    "shape, axis", [((10, 4), -1), ((3, 2, 2, 4), -1), ((4, 3, 2, 2), 1)],
+    "shape, axis",
+    [((10, 4), -1), ((3, 2, 2, 4), -1), ((4, 3, 2, 2), 1)],
     ids=["ND", "NHWC", "NCHW"],
 )
 def test_batchnorm_backward_matches_finite_differences(rng, backward, shape, axis):
@@ -237,7 +253,8 @@ def test_relatives_match_keras_layers(rng):
     layer.gamma.assign(gamma)
     layer.beta.assign(beta)
     np.testing.assert_allclose(
-        nb.layernorm_forward(x2, gamma, beta)[0], keras.ops.convert_to_numpy(layer(x2)),
+        nb.layernorm_forward(x2, gamma, beta)[0],
+        keras.ops.convert_to_numpy(layer(x2)),
         atol=1e-4,
     )
 
@@ -246,8 +263,11 @@ def test_relatives_do_not_mix_samples(rng):
     """Layer, group and instance norm treat each sample alone: a batch of one works."""
     x = rng.normal(size=(5, 3, 3, 4))
     gamma, beta = np.ones(4), np.zeros(4)
-    for fw, kw in [(nb.layernorm_forward, {}), (nb.groupnorm_forward, {"groups": 2}),
-                   (nb.instancenorm_forward, {})]:
+    for fw, kw in [
+        (nb.layernorm_forward, {}),
+        (nb.groupnorm_forward, {"groups": 2}),
+        (nb.instancenorm_forward, {}),
+    ]:
         whole = fw(x, gamma, beta, **kw)[0]
         one = fw(x[2:3], gamma, beta, **kw)[0]
         np.testing.assert_allclose(one[0], whole[2], atol=1e-12)
@@ -281,40 +301,78 @@ B3 = np.zeros(3)
     "call, error, match",
     [
         (lambda: nb.batchnorm_forward(np.ones(3), G3, B3), ValueError, "at least 2 dimensions"),
-        (lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, B3, axis=2), ValueError,
-         r"axis=2 is out of range for an input of rank 2"),
-        (lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, B3, axis=0), ValueError,
-         "batch axis"),
-        (lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, B3, axis=1.0), TypeError,
-         "axis must be an integer"),
-        (lambda: nb.batchnorm_forward(np.ones((4, 3)), np.ones(4), B3), ValueError,
-         r"gamma must have shape \(3,\).*got shape \(4,\)"),
-        (lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, np.zeros((3, 1))), ValueError,
-         r"beta must have shape \(3,\)"),
-        (lambda: nb.batchnorm_forward(np.ones((4, 3), dtype=np.int64), G3, B3), TypeError,
-         "floating-point.*got dtype int64"),
-        (lambda: nb.batchnorm_forward(np.ones((1, 3)), G3, B3), ValueError,
-         "more than one value per feature"),
-        (lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, B3, epsilon=0), ValueError,
-         "epsilon must be a finite number > 0"),
-        (lambda: nb.batchnorm_inference(np.ones((4, 3)), G3, B3, np.zeros(2), np.ones(3)),
-         ValueError, r"moving_mean must have shape \(3,\)"),
-        (lambda: nb.batchnorm_inference(np.ones((4, 3)), G3, B3, np.zeros(3), -np.ones(3)),
-         ValueError, "moving_var must be >= 0"),
-        (lambda: nb.groupnorm_forward(np.ones((2, 2, 2, 6)), np.ones(6), np.zeros(6), groups=4),
-         ValueError, "groups=4 must divide"),
-        (lambda: nb.groupnorm_forward(np.ones((2, 6)), np.ones(6), np.zeros(6), groups=0),
-         ValueError, "groups must be a positive integer"),
-        (lambda: nb.instancenorm_forward(np.ones((2, 6)), np.ones(6), np.zeros(6)),
-         ValueError, "at least 3 dimensions"),
+        (
+            lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, B3, axis=2),
+            ValueError,
+            r"axis=2 is out of range for an input of rank 2",
+        ),
+        (lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, B3, axis=0), ValueError, "batch axis"),
+        (
+            lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, B3, axis=1.0),
+            TypeError,
+            "axis must be an integer",
+        ),
+        (
+            lambda: nb.batchnorm_forward(np.ones((4, 3)), np.ones(4), B3),
+            ValueError,
+            r"gamma must have shape \(3,\).*got shape \(4,\)",
+        ),
+        (
+            lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, np.zeros((3, 1))),
+            ValueError,
+            r"beta must have shape \(3,\)",
+        ),
+        (
+            lambda: nb.batchnorm_forward(np.ones((4, 3), dtype=np.int64), G3, B3),
+            TypeError,
+            "floating-point.*got dtype int64",
+        ),
+        (
+            lambda: nb.batchnorm_forward(np.ones((1, 3)), G3, B3),
+            ValueError,
+            "more than one value per feature",
+        ),
+        (
+            lambda: nb.batchnorm_forward(np.ones((4, 3)), G3, B3, epsilon=0),
+            ValueError,
+            "epsilon must be a finite number > 0",
+        ),
+        (
+            lambda: nb.batchnorm_inference(np.ones((4, 3)), G3, B3, np.zeros(2), np.ones(3)),
+            ValueError,
+            r"moving_mean must have shape \(3,\)",
+        ),
+        (
+            lambda: nb.batchnorm_inference(np.ones((4, 3)), G3, B3, np.zeros(3), -np.ones(3)),
+            ValueError,
+            "moving_var must be >= 0",
+        ),
+        (
+            lambda: nb.groupnorm_forward(np.ones((2, 2, 2, 6)), np.ones(6), np.zeros(6), groups=4),
+            ValueError,
+            "groups=4 must divide",
+        ),
+        (
+            lambda: nb.groupnorm_forward(np.ones((2, 6)), np.ones(6), np.zeros(6), groups=0),
+            ValueError,
+            "groups must be a positive integer",
+        ),
+        (
+            lambda: nb.instancenorm_forward(np.ones((2, 6)), np.ones(6), np.zeros(6)),
+            ValueError,
+            "at least 3 dimensions",
+        ),
         (lambda: nb.BatchNorm(3, momentum=2.0), ValueError, r"momentum must be .*\[0, 1\]"),
         (lambda: nb.BatchNorm(3, epsilon=-1.0), ValueError, "epsilon"),
         (lambda: nb.BatchNorm(0), ValueError, "num_features must be a positive integer"),
         (lambda: nb.BatchNorm(3, axis="last"), TypeError, "axis must be an integer"),
         (lambda: nb.BatchNorm(3)(np.ones((4, 5))), ValueError, "num_features=3"),
         (lambda: nb.BatchNorm(3).backward(np.ones((4, 3))), RuntimeError, "training=True"),
-        (lambda: nb.numerical_gradient(lambda v: v, [1.0, 2.0], [1.0, 1.0]), TypeError,
-         "numpy array"),
+        (
+            lambda: nb.numerical_gradient(lambda v: v, [1.0, 2.0], [1.0, 1.0]),
+            TypeError,
+            "numpy array",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_error(call, error, match):

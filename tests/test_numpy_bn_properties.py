@@ -14,14 +14,18 @@ from hypothesis import strategies as st
 from bncourse import numpy_bn as nb
 
 # The same examples on every run, no example database written, no timing (CI is shared).
-settings.register_profile("bncourse", derandomize=True, database=None, deadline=None,
-                          max_examples=100)
+settings.register_profile(
+    "bncourse", derandomize=True, database=None, deadline=None, max_examples=100
+)
 # `make mutation` reruns these tests for every mutant, with the profile "mutation" (set by
 # BNCOURSE_HYPOTHESIS_PROFILE): fewer examples and no shrinking, as one failure kills a mutant.
-settings.register_profile("mutation", settings.get_profile("bncourse"), max_examples=30,
-                          phases=[Phase.explicit, Phase.generate])
-PROPERTY = settings(settings.get_profile(os.environ.get("BNCOURSE_HYPOTHESIS_PROFILE",
-                                                        "bncourse")))
+settings.register_profile(
+    "mutation",
+    settings.get_profile("bncourse"),
+    max_examples=30,
+    phases=[Phase.explicit, Phase.generate],
+)
+PROPERTY = settings(settings.get_profile(os.environ.get("BNCOURSE_HYPOTHESIS_PROFILE", "bncourse")))
 
 FLOATS = [np.float16, np.float32, np.float64]
 
@@ -32,7 +36,8 @@ def bn_layouts(draw, max_rank=4, max_dim=4):
     a positive or a negative index."""
     rank = draw(st.integers(2, max_rank))
     shape = (draw(st.integers(2, 6)),) + tuple(
-        draw(st.integers(1, max_dim)) for _ in range(rank - 1))
+        draw(st.integers(1, max_dim)) for _ in range(rank - 1)
+    )
     axis = draw(st.integers(1, rank - 1))
     if draw(st.booleans()):
         axis -= rank
@@ -97,8 +102,7 @@ def test_forward_and_backward_keep_shapes_and_dtypes_and_normalise(layout, dtype
     out64 = out.astype(np.float64)
     np.testing.assert_allclose(out64.mean(axis=reduce_axes), 0.0, atol=out_tol)
     var = x64.var(axis=reduce_axes)
-    np.testing.assert_allclose(out64.var(axis=reduce_axes), var / (var + 1e-3),
-                               atol=4 * out_tol)
+    np.testing.assert_allclose(out64.var(axis=reduce_axes), var / (var + 1e-3), atol=4 * out_tol)
     inference = nb.batchnorm_inference(x, ones, zeros, cache["mean"], cache["var"], axis=axis)
     assert inference.dtype == x.dtype
     np.testing.assert_allclose(inference.astype(np.float64), out64, atol=out_tol)
@@ -111,8 +115,11 @@ def test_forward_and_backward_keep_shapes_and_dtypes_and_normalise(layout, dtype
 
 
 @PROPERTY
-@given(layout=bn_layouts(), dtype=st.sampled_from([np.float32, np.float64]),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    layout=bn_layouts(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_output_is_invariant_to_a_per_feature_shift_and_positive_scale(layout, dtype, seed):
     """BN(scale * x + shift) = BN(x) for shift and scale > 0 of shape (C,).
 
@@ -127,12 +134,12 @@ def test_output_is_invariant_to_a_per_feature_shift_and_positive_scale(layout, d
     num_features = shape[axis]
     scale = _per_feature(rng.uniform(0.5, 20.0, num_features), len(shape), axis)
     spread = x.std(axis=_reduce_axes(shape, axis), keepdims=True)
-    shift = scale * spread * _per_feature(rng.uniform(-10.0, 10.0, num_features), len(shape),
-                                          axis)
+    shift = scale * spread * _per_feature(rng.uniform(-10.0, 10.0, num_features), len(shape), axis)
     gamma, beta = _params(rng, num_features, dtype)
     out, _ = nb.batchnorm_forward(x.astype(dtype), gamma, beta, epsilon=1e-10, axis=axis)
-    moved, _ = nb.batchnorm_forward((scale * x + shift).astype(dtype), gamma, beta,
-                                    epsilon=1e-10, axis=axis)
+    moved, _ = nb.batchnorm_forward(
+        (scale * x + shift).astype(dtype), gamma, beta, epsilon=1e-10, axis=axis
+    )
     tol = {np.float32: 5e-5, np.float64: 1e-8}[dtype]
     np.testing.assert_allclose(moved, out, rtol=0, atol=tol)
 
@@ -159,10 +166,12 @@ def test_both_backwards_match_centred_finite_differences(layout, seed):
     )
     _, cache = nb.batchnorm_forward(x, gamma, beta, axis=axis)
     for backward in (nb.batchnorm_backward, nb.batchnorm_backward_alt):
-        for name, analytic, expected in zip(("dx", "dgamma", "dbeta"), backward(dout, cache),
-                                            numeric):
-            np.testing.assert_allclose(analytic, expected, rtol=1e-6, atol=1e-8,
-                                       err_msg=f"{backward.__name__}: {name}")
+        for name, analytic, expected in zip(
+            ("dx", "dgamma", "dbeta"), backward(dout, cache), numeric
+        ):
+            np.testing.assert_allclose(
+                analytic, expected, rtol=1e-6, atol=1e-8, err_msg=f"{backward.__name__}: {name}"
+            )
 
 
 @st.composite
@@ -171,13 +180,17 @@ def channels_last(draw):
     positions, and C = groups * k."""
     groups, per_group = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     spatial = (draw(st.integers(2, 4)),) + tuple(
-        draw(st.integers(1, 4)) for _ in range(draw(st.integers(0, 1))))
+        draw(st.integers(1, 4)) for _ in range(draw(st.integers(0, 1)))
+    )
     return (draw(st.integers(1, 4)),) + spatial + (groups * per_group,), groups
 
 
 @PROPERTY
-@given(layout=channels_last(), dtype=st.sampled_from([np.float32, np.float64]),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    layout=channels_last(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_layer_group_and_instance_norm_reduce_to_each_other(layout, dtype, seed):
     """Group norm with one group is layer norm and with one channel per group instance norm,
     gradients included; with G groups it is layer norm of each group's channels. Instance
@@ -202,8 +215,9 @@ def test_layer_group_and_instance_norm_reduce_to_each_other(layout, dtype, seed)
     layer = out_and_grads(nb.layernorm_forward, nb.layernorm_backward)
     instance = out_and_grads(nb.instancenorm_forward, nb.instancenorm_backward)
     for groups_, expected in ((1, layer), (channels, instance)):
-        for got, want in zip(out_and_grads(nb.groupnorm_forward, nb.groupnorm_backward,
-                                           groups=groups_), expected):
+        for got, want in zip(
+            out_and_grads(nb.groupnorm_forward, nb.groupnorm_backward, groups=groups_), expected
+        ):
             close(got, want)
 
     out, _ = nb.groupnorm_forward(x, gamma, beta, groups=groups)
@@ -214,13 +228,12 @@ def test_layer_group_and_instance_norm_reduce_to_each_other(layout, dtype, seed)
 
     # Batch norm needs two values per feature: the spatial axes hold at least two.
     for i in range(shape[0]):
-        close(instance[0][i:i + 1], nb.batchnorm_forward(x[i:i + 1], gamma, beta)[0])
+        close(instance[0][i : i + 1], nb.batchnorm_forward(x[i : i + 1], gamma, beta)[0])
 
     flat = x.reshape(shape[0], -1)
     n, d = flat.shape
     by_batch_norm, _ = nb.batchnorm_forward(flat.T, np.ones(n, dtype), np.zeros(n, dtype))
-    close(nb.layernorm_forward(flat, np.ones(d, dtype), np.zeros(d, dtype))[0],
-          by_batch_norm.T)
+    close(nb.layernorm_forward(flat, np.ones(d, dtype), np.zeros(d, dtype))[0], by_batch_norm.T)
 
 
 def test_the_layouts_drawn_cover_every_rank_and_both_axis_signs():

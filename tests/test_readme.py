@@ -29,8 +29,9 @@ def test_every_readme_example_prints_what_the_readme_shows():
     test = readme_doctest()
     # Every prompt of the README is an example that runs (a line that is only a comment
     # is not one), and there are some: a README without any would pass vacuously.
-    prompts = [line for line in README.read_text().splitlines()
-               if re.match(r"\s*>>> (?!\s*#)", line)]
+    prompts = [
+        line for line in README.read_text().splitlines() if re.match(r"\s*>>> (?!\s*#)", line)
+    ]
     assert len(test.examples) == len(prompts) > 0
     report = []
     runner = doctest.DocTestRunner()

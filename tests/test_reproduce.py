@@ -53,7 +53,8 @@ def test_estimate_uses_each_experiments_mean_else_the_overall_mean():
     finished = {"slow": [100.0, 300.0], "fast": [2.0]}
     # slow: 2 x 200; fast: 4 x 2; never run: 1 x the mean of all three (134)
     assert estimate_seconds({"slow": 2, "fast": 4, "new": 1}, finished) == pytest.approx(
-        400 + 8 + 134)
+        400 + 8 + 134
+    )
     assert estimate_seconds({"slow": 0, "fast": 0}, finished) == 0
     with pytest.raises(ValueError, match="remaining runs of 'slow' must be >= 0, got -1"):
         estimate_seconds({"slow": -1}, finished)
@@ -69,8 +70,9 @@ def test_progress_bar_with_a_fake_clock():
     clock.now = 100
     progress.finished(slow[0], 100.0)
     # one slow run left (100 s) and two fast ones, not measured yet: the overall mean, 100 s
-    assert stream.getvalue() == ("[2/5]  40.0%  elapsed 1:40  ETA 5:00  "
-                                 f"{run_name(slow[0])} (1m40s)\n")
+    assert stream.getvalue() == (
+        f"[2/5]  40.0%  elapsed 1:40  ETA 5:00  {run_name(slow[0])} (1m40s)\n"
+    )
     clock.now = 110
     progress.finished(fast[0], 10.0, "test accuracy 0.9000")
     last = stream.getvalue().splitlines()[-1]
@@ -83,8 +85,11 @@ def test_progress_bar_with_a_fake_clock():
     assert stream.getvalue().splitlines()[-1] == f"failed: {run_name(slow[1])}: ValueError: bad"
     clock.now = 120
     progress.finished(fast[1], 10.0)
-    assert stream.getvalue().splitlines()[-1].startswith(
-        "[4/5]  80.0%  elapsed 2:00  ETA 0:00  1 failed  fast/")
+    assert (
+        stream.getvalue()
+        .splitlines()[-1]
+        .startswith("[4/5]  80.0%  elapsed 2:00  ETA 0:00  1 failed  fast/")
+    )
     assert progress.line().endswith("ETA 0:00  1 failed")
     lines = stream.getvalue().splitlines()
     progress.close()  # not a terminal: nothing more
@@ -102,8 +107,11 @@ def test_progress_bar_on_a_terminal_is_one_line_redrawn():
         progress.finished(config, 5.0)
         if i == 0:
             progress.show("a/x-seed1 epoch 1/2")  # redraws with the ETA of the others
-            assert stream.getvalue().split("\r")[-1].startswith(
-                "[1/3]  33.3%  elapsed 0:05  ETA 0:10  a/x-seed1 epoch 1/2")
+            assert (
+                stream.getvalue()
+                .split("\r")[-1]
+                .startswith("[1/3]  33.3%  elapsed 0:05  ETA 0:10  a/x-seed1 epoch 1/2")
+            )
     progress.close()
     text = stream.getvalue()
     assert text.count("\n") == 1 and text.endswith("\n")  # ended by the last run, once
@@ -183,16 +191,18 @@ def test_reproduce_on_a_dask_cluster(tmp_path, capsys, scheduler):  # noqa: F811
     argv = [*QUICK, "--scheduler", scheduler, "--out", str(out)]
     assert cli.main(argv) == 0
     stderr = capsys.readouterr().err
-    assert f"6 run(s) to do, each saved in {out} when it finishes, on the dask cluster at " \
-           f"{scheduler}" in stderr
+    assert (
+        f"6 run(s) to do, each saved in {out} when it finishes, on the dask cluster at "
+        f"{scheduler}" in stderr
+    )
     assert len(BAR_LINE.findall(stderr)) == 6 and "[6/6] 100.0%" in stderr
     records, bad = load_results(out)
     assert not bad and len(records) == 6
     configs = experiment_configs("input-scaling", "quick")
     assert sorted(r["config_hash"] for r in records) == sorted(
-        check_result(result_path(out, c)).record["config_hash"] for c in configs)
-    assert {tuple(r["provenance"]["command"][:2]) for r in records} == {("bncourse",
-                                                                          "reproduce")}
+        check_result(result_path(out, c)).record["config_hash"] for c in configs
+    )
+    assert {tuple(r["provenance"]["command"][:2]) for r in records} == {("bncourse", "reproduce")}
 
     assert cli.main(argv) == 0  # everything saved: nothing is submitted
     stderr = capsys.readouterr().err
@@ -200,23 +210,26 @@ def test_reproduce_on_a_dask_cluster(tmp_path, capsys, scheduler):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_a_run_failing_on_the_cluster_is_named_and_the_others_are_saved(
-        tmp_path, scheduler):  # noqa: F811
+def test_a_run_failing_on_the_cluster_is_named_and_the_others_are_saved(tmp_path, scheduler):  # noqa: F811
     out, stream = tmp_path / "results", io.StringIO()
     good = experiment_configs("input-scaling", "quick")[:2]
     broken = dict(good[0], experiment="no-such-experiment")
-    records, failures = reproduce_configs([good[0], broken, good[1]], out, scheduler=scheduler,
-                                          stream=stream)
+    records, failures = reproduce_configs(
+        [good[0], broken, good[1]], out, scheduler=scheduler, stream=stream
+    )
     assert [name for name, _ in failures] == [run_name(broken)]
     assert failures[0][1].startswith("ValueError: ") and "no-such-experiment" in failures[0][1]
     assert f"failed: {run_name(broken)}: ValueError: " in stream.getvalue()
     assert sorted(r["config_hash"] for r in records) == sorted(
-        r["config_hash"] for r in load_results(out)[0])
+        r["config_hash"] for r in load_results(out)[0]
+    )
     assert len(records) == 2 and not load_results(out)[1]
 
 
 def test_a_bad_scheduler_address_is_refused_in_one_line(capsys):
     assert cli.main([*QUICK, "--scheduler", "localhost"]) == 2
     err = capsys.readouterr().err
-    assert err == ("error: bncourse reproduce: argument --scheduler: expected a dask scheduler "
-                   "address such as tcp://HOST:8786, got 'localhost'\n")
+    assert err == (
+        "error: bncourse reproduce: argument --scheduler: expected a dask scheduler "
+        "address such as tcp://HOST:8786, got 'localhost'\n"
+    )

@@ -70,13 +70,16 @@ ATTACKS = {
         "import os\n"
         "_d = os.open('../../..', os.O_RDONLY)\n"
         "_fd = os.open('source/ps1-forward/ps1-forward.ipynb', os.O_RDONLY, dir_fd=_d)\n"
-        "exec(_solution(os.read(_fd, 10**7).decode()))\n"),
+        "exec(_solution(os.read(_fd, 10**7).decode()))\n"
+    ),
     "other_students_work": steal(
         "exec(_solution(open('../../../submitted/reference/ps1-forward/ps1-forward.ipynb')"
-        ".read()))\n"),
+        ".read()))\n"
+    ),
     "network": steal(
         f"import socket\n_s = socket.create_connection(('127.0.0.1', {PORT}), timeout=5)\n"
-        "exec(_s.makefile().read())\n"),
+        "exec(_s.makefile().read())\n"
+    ),
     "multiprocessing_spawn": steal(
         "import multiprocessing as _mp, os\n"
         "_ctx = _mp.get_context('spawn')\n"
@@ -85,12 +88,14 @@ ATTACKS = {
         "_p = _ctx.Process(target=exec, args=('q.put(open(path).read())', "
         "{'q': _q, 'path': _path}))\n"
         "_p.start()\n"
-        "exec(_solution(_q.get(timeout=2)))\n"),
+        "exec(_solution(_q.get(timeout=2)))\n"
+    ),
     "ctypes_system": steal(
         "import ctypes, os\n"
         "ctypes.CDLL(None).system(b'cp ../../../source/ps1-forward/ps1-forward.ipynb "
         "stolen.json')\n"
-        "exec(_solution(open('stolen.json').read()))\n"),
+        "exec(_solution(open('stolen.json').read()))\n"
+    ),
     "writes_gradebook": (
         "import sqlite3\n"
         "_db = sqlite3.connect('file:../../../gradebook.db?mode=rw', uri=True)\n"
@@ -98,13 +103,15 @@ ATTACKS = {
         "auto_score = 72; END')\n"
         "_db.commit()\n"
         "def batchnorm_inference(x, gamma, beta, moving_mean, moving_var, epsilon=1e-3):\n"
-        "    return x\n"),
+        "    return x\n"
+    ),
     "writes_venv_and_package": (
         "import site, bncourse.grading.student.values as _v\n"
         f"open(site.getsitepackages()[0] + '/{EVIL_PTH}', 'w').write('import os\\n')\n"
         "open(_v.__file__, 'a').write('\\nrequire_array = lambda name, value, **k: value\\n')\n"
         "def batchnorm_inference(x, gamma, beta, moving_mean, moving_var, epsilon=1e-3):\n"
-        "    return x\n"),
+        "    return x\n"
+    ),
     "forges_timeout": (
         "import json, sys\n"
         "try:\n"
@@ -113,29 +120,36 @@ ATTACKS = {
         "except Exception:\n"
         "    pass\n"
         "while True:\n"
-        "    pass\n"),
+        "    pass\n"
+    ),
     "memory_bomb": "_hog = [b'x' * 2**28 for _ in range(400)]\n",
     "fork_bomb": (
         "import ctypes, time\n"
         "_libc = ctypes.CDLL(None)\n"
         "while True:\n"
         "    if _libc.fork() == 0:\n"
-        "        time.sleep(3600)\n"),
+        "        time.sleep(3600)\n"
+    ),
     "sleeps_past_the_limit": "import time\ntime.sleep(10**6)\n",
 }
 
 
 def _attack(name: str, **kwargs) -> Case:
-    return Case(name, lambda c: replace_cell(c.solution, "batchnorm_inference", ATTACKS[name]),
-                failing=TARGET, **kwargs)
+    return Case(
+        name,
+        lambda c: replace_cell(c.solution, "batchnorm_inference", ATTACKS[name]),
+        failing=TARGET,
+        **kwargs,
+    )
 
 
 def _with_huge_output(c):
     nb = insert_after(c.solution, "batch_mean_var", "print('ok')")
     for cell in nb.cells:
         if cell.cell_type == "code" and cell.source == "print('ok')":
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
-                                                   text="y" * (50 * 2**20))]
+            cell.outputs = [
+                nbformat.v4.new_output("stream", name="stdout", text="y" * (50 * 2**20))
+            ]
     return nb
 
 
@@ -147,21 +161,44 @@ def _without_kernel_spec(c):
 
 CASES = [
     Case("reference", lambda c: c.solution),
-    *[_attack(name, flags=("errors",)) for name in (
-        "solution_by_dir_fd", "other_students_work", "network", "multiprocessing_spawn",
-        "ctypes_system", "writes_gradebook", "writes_venv_and_package", "memory_bomb")],
+    *[
+        _attack(name, flags=("errors",))
+        for name in (
+            "solution_by_dir_fd",
+            "other_students_work",
+            "network",
+            "multiprocessing_spawn",
+            "ctypes_system",
+            "writes_gradebook",
+            "writes_venv_and_package",
+            "memory_bomb",
+        )
+    ],
     _attack("forges_timeout", status="timed out", flags=("timed out",)),
     _attack("fork_bomb", status="timed out", flags=("timed out",)),
     _attack("sleeps_past_the_limit", status="timed out", flags=("timed out",)),
-    Case("prints_100000_lines",
-         lambda c: insert_after(c.solution, "batch_mean_var",
-                                "for i in range(100_000):\n    print('line', i)")),
-    Case("binary_file", lambda c: bytes(range(256)) * 64, failing="all", status="crashed",
-         flags=("not valid JSON",)),
+    Case(
+        "prints_100000_lines",
+        lambda c: insert_after(
+            c.solution, "batch_mean_var", "for i in range(100_000):\n    print('line', i)"
+        ),
+    ),
+    Case(
+        "binary_file",
+        lambda c: bytes(range(256)) * 64,
+        failing="all",
+        status="crashed",
+        flags=("not valid JSON",),
+    ),
     Case("huge_outputs", _with_huge_output),
     Case("no_kernel_spec", _without_kernel_spec),
-    Case("wrong_file_name", lambda c: c.solution, failing="all", status="crashed",
-         flags=("ps1-forward.ipynb not submitted",)),
+    Case(
+        "wrong_file_name",
+        lambda c: c.solution,
+        failing="all",
+        status="crashed",
+        flags=("ps1-forward.ipynb not submitted",),
+    ),
     Case("zz_graded_last", lambda c: c.solution),  # after every attack: unaffected
 ]
 
@@ -182,9 +219,11 @@ def attacked(tmp_path_factory):
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", PORT))
     server.listen()
-    answer = ("def batchnorm_inference(x, gamma, beta, moving_mean, moving_var, "
-              "epsilon=1e-3):\n    return (gamma * (x - moving_mean) / (moving_var + epsilon)"
-              " ** 0.5 + beta).astype(x.dtype)\n").encode()
+    answer = (
+        "def batchnorm_inference(x, gamma, beta, moving_mean, moving_var, "
+        "epsilon=1e-3):\n    return (gamma * (x - moving_mean) / (moving_var + epsilon)"
+        " ** 0.5 + beta).astype(x.dtype)\n"
+    ).encode()
 
     def serve():
         while True:
@@ -198,9 +237,11 @@ def attacked(tmp_path_factory):
 
     threading.Thread(target=serve, daemon=True).start()
     before = _package_digest()
-    site = Path(subprocess.check_output(
-        [sys.executable, "-c", "import site; print(site.getsitepackages()[0])"],
-        text=True).strip())
+    site = Path(
+        subprocess.check_output(
+            [sys.executable, "-c", "import site; print(site.getsitepackages()[0])"], text=True
+        ).strip()
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BNCOURSE_SANDBOX_MEMORY_MB", "2048")
 
@@ -213,17 +254,25 @@ def attacked(tmp_path_factory):
             wrong.mkdir()
             (wrong / "ps1-forward.ipynb").write_text("{}")
 
-        graded = grade_class(tmp_path_factory, "ps1-forward", CASES, cell_timeout=5,
-                             after_submit=submit_hook)
+        graded = grade_class(
+            tmp_path_factory, "ps1-forward", CASES, cell_timeout=5, after_submit=submit_hook
+        )
     server.close()
     with sqlite3.connect(graded.course.path / "gradebook.db") as db:
         triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
-    left = subprocess.run(["pgrep", "-U", ",".join(str(isolation.UID_BASE + s)
-                                                    for s in range(0, 1000))],
-                          capture_output=True, text=True)
-    return {"graded": graded, "connections": len(got), "triggers": triggers,
-            "package_unchanged": _package_digest() == before,
-            "evil_pth": (site / EVIL_PTH).exists(), "left_running": left.stdout.split()}
+    left = subprocess.run(
+        ["pgrep", "-U", ",".join(str(isolation.UID_BASE + s) for s in range(0, 1000))],
+        capture_output=True,
+        text=True,
+    )
+    return {
+        "graded": graded,
+        "connections": len(got),
+        "triggers": triggers,
+        "package_unchanged": _package_digest() == before,
+        "evil_pth": (site / EVIL_PTH).exists(),
+        "left_running": left.stdout.split(),
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -235,8 +284,9 @@ def test_misplaced_files_are_reported(attacked):
     report = attacked["graded"].report
     assert "found instead: ps1_forward (1).ipynb" in report["wrong_file_name"]["flags"]
     path = attacked["graded"].course.path
-    proc = subprocess.run([sys.executable, "-m", "bncourse.grading.report"], cwd=path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bncourse.grading.report"], cwd=path, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "ps1-forwrad" in x)
     assert "misplaced" in line and "is not a problem set's folder" in line

@@ -61,8 +61,7 @@ def test_binomial_interval_is_exact():
 def test_binomial_interval_matches_scipys_exact_interval():
     from scipy.stats import binomtest
 
-    for successes, trials in [(0, 1), (1, 1), (0, 6), (1, 6), (3, 10), (5, 10), (9, 10),
-                              (10, 10)]:
+    for successes, trials in [(0, 1), (1, 1), (0, 6), (1, 6), (3, 10), (5, 10), (9, 10), (10, 10)]:
         i = binomial_interval(successes, trials)
         ci = binomtest(successes, trials).proportion_ci(0.95, method="exact")
         assert (i.low, i.high) == pytest.approx((ci.low, ci.high), rel=1e-9, abs=1e-12)
@@ -97,8 +96,9 @@ def test_t_interval_refuses_bad_input_with_a_message_naming_it():
     with pytest.raises(ValueError, match=r"^t_interval: expected at least one value, got none$"):
         t_interval([])
     for confidence in (0.0, 1.0, 1.5, -0.1):
-        with pytest.raises(ValueError,
-                           match=rf"^confidence must be in \(0, 1\), got {confidence}$"):
+        with pytest.raises(
+            ValueError, match=rf"^confidence must be in \(0, 1\), got {confidence}$"
+        ):
             t_interval([1.0, 2.0], confidence)
     assert t_interval([1.0, 2.0], 0.5).high < t_interval([1.0, 2.0]).high
 
@@ -117,13 +117,19 @@ def interval(low, high):
     return Interval((low + high) / 2, low, high, (low, high), "test")
 
 
-@pytest.mark.parametrize("low, high, side, outcome", [
-    (0.1, 0.3, "above", SUPPORTED), (-0.3, -0.1, "above", CONTRADICTED),
-    (-0.1, 0.3, "above", INCONCLUSIVE), (0.0, 0.3, "above", INCONCLUSIVE),  # touches 0
-    (-0.3, 0.0, "above", INCONCLUSIVE),
-    (-0.3, -0.1, "below", SUPPORTED), (0.1, 0.3, "below", CONTRADICTED),
-    (-0.3, 0.0, "below", INCONCLUSIVE),
-])
+@pytest.mark.parametrize(
+    "low, high, side, outcome",
+    [
+        (0.1, 0.3, "above", SUPPORTED),
+        (-0.3, -0.1, "above", CONTRADICTED),
+        (-0.1, 0.3, "above", INCONCLUSIVE),
+        (0.0, 0.3, "above", INCONCLUSIVE),  # touches 0
+        (-0.3, 0.0, "above", INCONCLUSIVE),
+        (-0.3, -0.1, "below", SUPPORTED),
+        (0.1, 0.3, "below", CONTRADICTED),
+        (-0.3, 0.0, "below", INCONCLUSIVE),
+    ],
+)
 def test_an_effect_is_decided_by_where_its_interval_lies(low, high, side, outcome):
     e = effect("x", interval(low, high), side=side)
     assert e.outcome == outcome
@@ -131,12 +137,13 @@ def test_an_effect_is_decided_by_where_its_interval_lies(low, high, side, outcom
 
 
 def test_a_margin_moves_the_line():
-    assert effect("loss", interval(-0.02, 0.008), threshold=0.01, side="below").outcome == \
-        SUPPORTED
-    assert effect("loss", interval(-0.02, 0.02), threshold=0.01, side="below").outcome == \
-        INCONCLUSIVE
-    assert effect("loss", interval(0.011, 0.02), threshold=0.01, side="below").outcome == \
-        CONTRADICTED
+    assert effect("loss", interval(-0.02, 0.008), threshold=0.01, side="below").outcome == SUPPORTED
+    assert (
+        effect("loss", interval(-0.02, 0.02), threshold=0.01, side="below").outcome == INCONCLUSIVE
+    )
+    assert (
+        effect("loss", interval(0.011, 0.02), threshold=0.01, side="below").outcome == CONTRADICTED
+    )
     with pytest.raises(ValueError, match="side must be 'above' or 'below'"):
         effect("x", interval(0, 1), side="left")
 
@@ -168,32 +175,62 @@ def make(label, bounds, threshold, side):
 def test_an_effect_keeps_what_it_was_made_of():
     i = interval(-0.02, 0.02)
     assert effect("loss gap", i, threshold=0.01, side="below") == Effect(
-        "loss gap", i, 0.01, "below", INCONCLUSIVE)
+        "loss gap", i, 0.01, "below", INCONCLUSIVE
+    )
 
 
-@pytest.mark.parametrize("bounds, threshold, side, description, change", [
-    ((0.1, 0.3), 0, "above", "0.2, interval [0.1, 0.3] (test); the claim predicts > 0: SUPPORTED",
-     "it would have been inconclusive had the interval's low end (0.1) not been above 0"),
-    ((-0.3, -0.1), 0, "below",
-     "-0.2, interval [-0.3, -0.1] (test); the claim predicts < 0: SUPPORTED",
-     "it would have been inconclusive had the interval's high end (-0.1) not been below 0"),
-    ((-0.3, -0.1), 0, "above",
-     "-0.2, interval [-0.3, -0.1] (test); the claim predicts > 0: CONTRADICTED",
-     "it would have been inconclusive had the interval's high end (-0.1) reached 0"),
-    ((0.1, 0.3), 0, "below",
-     "0.2, interval [0.1, 0.3] (test); the claim predicts < 0: CONTRADICTED",
-     "it would have been inconclusive had the interval's low end (0.1) reached 0"),
-    ((-0.1, 0.3), 0, "above",
-     "0.1, interval [-0.1, 0.3] (test); the claim predicts > 0: INCONCLUSIVE",
-     "the interval [-0.1, 0.3] includes 0: it needed to lie wholly above 0 to support the "
-     "claim, wholly below to contradict it (more seeds narrow it)"),
-    ((-0.02, 0.02), 0.01, "below",
-     "0, interval [-0.02, 0.02] (test); the claim predicts < 0.01: INCONCLUSIVE",
-     "the interval [-0.02, 0.02] includes 0.01: it needed to lie wholly below 0.01 to support "
-     "the claim, wholly above to contradict it (more seeds narrow it)"),
-])
-def test_an_effect_describes_itself_and_what_would_change_it(bounds, threshold, side,
-                                                            description, change):
+@pytest.mark.parametrize(
+    "bounds, threshold, side, description, change",
+    [
+        (
+            (0.1, 0.3),
+            0,
+            "above",
+            "0.2, interval [0.1, 0.3] (test); the claim predicts > 0: SUPPORTED",
+            "it would have been inconclusive had the interval's low end (0.1) not been above 0",
+        ),
+        (
+            (-0.3, -0.1),
+            0,
+            "below",
+            "-0.2, interval [-0.3, -0.1] (test); the claim predicts < 0: SUPPORTED",
+            "it would have been inconclusive had the interval's high end (-0.1) not been below 0",
+        ),
+        (
+            (-0.3, -0.1),
+            0,
+            "above",
+            "-0.2, interval [-0.3, -0.1] (test); the claim predicts > 0: CONTRADICTED",
+            "it would have been inconclusive had the interval's high end (-0.1) reached 0",
+        ),
+        (
+            (0.1, 0.3),
+            0,
+            "below",
+            "0.2, interval [0.1, 0.3] (test); the claim predicts < 0: CONTRADICTED",
+            "it would have been inconclusive had the interval's low end (0.1) reached 0",
+        ),
+        (
+            (-0.1, 0.3),
+            0,
+            "above",
+            "0.1, interval [-0.1, 0.3] (test); the claim predicts > 0: INCONCLUSIVE",
+            "the interval [-0.1, 0.3] includes 0: it needed to lie wholly above 0 to support the "
+            "claim, wholly below to contradict it (more seeds narrow it)",
+        ),
+        (
+            (-0.02, 0.02),
+            0.01,
+            "below",
+            "0, interval [-0.02, 0.02] (test); the claim predicts < 0.01: INCONCLUSIVE",
+            "the interval [-0.02, 0.02] includes 0.01: it needed to lie wholly below 0.01 to support "
+            "the claim, wholly above to contradict it (more seeds narrow it)",
+        ),
+    ],
+)
+def test_an_effect_describes_itself_and_what_would_change_it(
+    bounds, threshold, side, description, change
+):
     e = effect("acc", interval(*bounds), threshold=threshold, side=side)
     assert e.describe() == "acc: " + description
     assert e.change() == change
@@ -204,12 +241,14 @@ def test_a_verdict_says_which_effects_decided_it():
     contradicted = verdict("1a", "BN helps", "sweep", [up, down], "rule")
     assert contradicted.change() == (
         "BN minus none (CNN): it would have been inconclusive had the interval's high end "
-        "(-0.1) reached 0.")
+        "(-0.1) reached 0."
+    )
     supported = verdict("2", "t", "x", [up, make("other", (1, 2), 0.0, "above")], "r")
     assert supported.change() == (
         "BN minus none (MLP): it would have been inconclusive had the interval's low end (0.1) "
         "not been above 0; other: it would have been inconclusive had the interval's low end "
-        "(1) not been above 0.")
+        "(1) not been above 0."
+    )
     inconclusive = verdict(3, "t", "x", [up, unsure], "r")
     assert inconclusive.change().startswith("loss gap: the interval [-0.02, 0.02] includes 0.01")
     assert (inconclusive.claim, inconclusive.text, inconclusive.experiment) == ("3", "t", "x")
@@ -217,8 +256,14 @@ def test_a_verdict_says_which_effects_decided_it():
 
 def test_the_claims_table_in_full():
     assert format_verdicts([]) == "no claim results"
-    v = verdict("1a", "BN trains faster", "sweep", [make(*UP), make(*UNSURE)], "rule R",
-                {"epochs": 3, "lr": "0.1"})
+    v = verdict(
+        "1a",
+        "BN trains faster",
+        "sweep",
+        [make(*UP), make(*UNSURE)],
+        "rule R",
+        {"epochs": 3, "lr": "0.1"},
+    )
     w = verdict("2", "t", "x", [make(*UP)], "r")
     assert format_verdicts([v, w]).splitlines() == [
         "claim 1a: BN trains faster",
@@ -245,7 +290,13 @@ def test_the_claims_table_in_full():
 
 def test_claim_ids_sort_by_number_then_part():
     assert sorted(["12b", "2", "1b", "10", "1a", "12a"], key=claim_key) == [
-        "1a", "1b", "2", "10", "12a", "12b"]
+        "1a",
+        "1b",
+        "2",
+        "10",
+        "12a",
+        "12b",
+    ]
     with pytest.raises(ValueError, match="a number with an optional letter"):
         claim_key("one")
 
@@ -266,9 +317,13 @@ def ics_records(values):
         for variant, drift in (("none", math.exp(v)), ("bn", 1.0), ("noisy-bn", 3.0)):
             a = 0.01 * (seed + 1) * drift  # drift level differs between seeds, ratio does not
             medians = a * np.linspace(0.0, 1.0, 20)
-            out.append({"config": config("ics", seed, variant=variant),
-                        "percentiles": [[m - 1.0, m, m + 1.0] for m in medians],
-                        "val_accuracy": [0.8]})
+            out.append(
+                {
+                    "config": config("ics", seed, variant=variant),
+                    "percentiles": [[m - 1.0, m, m + 1.0] for m in medians],
+                    "val_accuracy": [0.8],
+                }
+            )
     return out
 
 
@@ -289,19 +344,33 @@ def curve_records(name, variants, values, steps_bn=3):
             k = steps_bn + (int(v) if bn == "none" else 0)
             loss = [1.0 if e < k else 0.1 for e in range(1, 11)]
             acc = [0.5 if e < k else 0.9 for e in range(1, 11)]
-            out.append({"config": config(name, seed, bn=bn),
-                        "history": {"loss": loss, "accuracy": acc, "val_accuracy": acc,
-                                    "val_loss": loss},
-                        "test": {"accuracy": 0.9}})
+            out.append(
+                {
+                    "config": config(name, seed, bn=bn),
+                    "history": {
+                        "loss": loss,
+                        "accuracy": acc,
+                        "val_accuracy": acc,
+                        "val_loss": loss,
+                    },
+                    "test": {"accuracy": 0.9},
+                }
+            )
     return out
 
 
 def epoch_time_records(values):
     rounds = [0.5, 0.6, 0.55]
-    return [{"config": config("epoch-time", 0, variant=model),
-             "seconds": {"none": rounds, "bn": [t * math.exp(v) for t, v in zip(rounds, values)]},
-             "steps": 10, "batch_size": 32, "n_params": {"none": 10, "bn": 14}}
-            for model in ("mlp", "cnn")]
+    return [
+        {
+            "config": config("epoch-time", 0, variant=model),
+            "seconds": {"none": rounds, "bn": [t * math.exp(v) for t, v in zip(rounds, values)]},
+            "steps": 10,
+            "batch_size": 32,
+            "n_params": {"none": 10, "bn": 14},
+        }
+        for model in ("mlp", "cnn")
+    ]
 
 
 def sweep_records(name, key, values):
@@ -315,39 +384,63 @@ def sweep_records(name, key, values):
         for variant, n in trained.items():
             for i, value in enumerate(swept):
                 acc = 0.85 if i < n else 0.1
-                out.append({"config": config(name, seed, variant=variant, **{key: value}),
-                            "best_val_accuracy": acc, "val_accuracy": [acc], "loss": [0.5],
-                            "diverged": False})
+                out.append(
+                    {
+                        "config": config(name, seed, variant=variant, **{key: value}),
+                        "best_val_accuracy": acc,
+                        "val_accuracy": [acc],
+                        "loss": [0.5],
+                        "diverged": False,
+                    }
+                )
     return out
 
 
 def accuracy_records(name, variants, key, values):
     """Test accuracy of variants[0] = 0.85 + value, of variants[1] = 0.85."""
-    return [{"config": config(name, seed, **{key: variant}),
-             "test": {"accuracy": 0.85 + (v if variant == variants[0] else 0.0), "loss": 0.4}}
-            for seed, v in zip(SEEDS, values) for variant in variants]
+    return [
+        {
+            "config": config(name, seed, **{key: variant}),
+            "test": {"accuracy": 0.85 + (v if variant == variants[0] else 0.0), "loss": 0.4},
+        }
+        for seed, v in zip(SEEDS, values)
+        for variant in variants
+    ]
 
 
 def mnist_records(values):
     out = accuracy_records("t4-cnn-mnist", ("after", "none"), "bn", values)
     for r in out:
         acc = r["test"]["accuracy"]
-        r["history"] = {"accuracy": [0.97, acc], "val_accuracy": [0.96, acc],
-                        "test_accuracy": [0.96, acc]}
+        r["history"] = {
+            "accuracy": [0.97, acc],
+            "val_accuracy": [0.96, acc],
+            "test_accuracy": [0.96, acc],
+        }
     return out
 
 
 def regularisation_records(values):
-    return [{"config": config("regularisation", seed, variant=variant),
-             "train_accuracy": 0.95,
-             "final_val_accuracy": 0.95 - 0.05 - (v if variant == "none" else 0.0),
-             "test": {"accuracy": 0.88}}
-            for seed, v in zip(SEEDS, values) for variant in ("none", "bn")]
+    return [
+        {
+            "config": config("regularisation", seed, variant=variant),
+            "train_accuracy": 0.95,
+            "final_val_accuracy": 0.95 - 0.05 - (v if variant == "none" else 0.0),
+            "test": {"accuracy": 0.88},
+        }
+        for seed, v in zip(SEEDS, values)
+        for variant in ("none", "bn")
+    ]
 
 
 def layer(gamma, std):
-    return {"name": "bn", "gamma": gamma, "beta": [0.0] * len(gamma), "input_std": std,
-            "input_mean": [0.0] * len(gamma)}
+    return {
+        "name": "bn",
+        "gamma": gamma,
+        "beta": [0.0] * len(gamma),
+        "input_std": std,
+        "input_mean": [0.0] * len(gamma),
+    }
 
 
 def bias_records(values, gamma_gap=None):
@@ -356,11 +449,13 @@ def bias_records(values, gamma_gap=None):
         gap = 0.1 if gamma_gap is None else gamma_gap[seed]
         std = [0.5, 0.5, 0.5]  # gamma's start (1) is 100% away
         for variant in ("bias", "nobias"):
-            r = {"config": config("bias-before-bn", seed, variant=variant),
-                 # base 0: the difference is exactly v, so the boundary case is exact
-                 "test": {"accuracy": v if variant == "bias" else 0.0},
-                 "n_params": {"trainable": 1000 if variant == "bias" else 900},
-                 "layers": [layer([s * (1 + gap) for s in std], std)]}
+            r = {
+                "config": config("bias-before-bn", seed, variant=variant),
+                # base 0: the difference is exactly v, so the boundary case is exact
+                "test": {"accuracy": v if variant == "bias" else 0.0},
+                "n_params": {"trainable": 1000 if variant == "bias" else 900},
+                "layers": [layer([s * (1 + gap) for s in std], std)],
+            }
             if variant == "bias":
                 r["max_abs_bias"], r["training_mode_change_without_bias"] = 1e-9, 1e-7
             out.append(r)
@@ -374,24 +469,39 @@ def inference_records(values, long=False):
         for steps in (50, 2000):
             gain = v if (steps == 2000) == long else 0.0
             for variant in ("m0.99", "m0.9"):
-                out.append({"config": config("inference-stats", seed, variant=variant,
-                                             steps=steps),
-                            # base 0: the difference is exactly the gain
-                            "test_accuracy_moving": 0.0, "test_accuracy_precise": gain})
+                out.append(
+                    {
+                        "config": config("inference-stats", seed, variant=variant, steps=steps),
+                        # base 0: the difference is exactly the gain
+                        "test_accuracy_moving": 0.0,
+                        "test_accuracy_precise": gain,
+                    }
+                )
     return out
 
 
 def small_batch_records(values):
-    return [{"config": config("small-batch", seed, variant="bn", batch_size=2),
-             "train_accuracy_training_mode": 0.6, "test": {"accuracy": 0.7},
-             "test_accuracy_recomputed": 0.7 + v} for seed, v in zip(SEEDS, values)]
+    return [
+        {
+            "config": config("small-batch", seed, variant="bn", batch_size=2),
+            "train_accuracy_training_mode": 0.6,
+            "test": {"accuracy": 0.7},
+            "test_accuracy_recomputed": 0.7 + v,
+        }
+        for seed, v in zip(SEEDS, values)
+    ]
 
 
 def input_scaling_records(diverged):
-    return [{"config": config("input-scaling", seed, variant=variant, init_gain=1.0),
-             "initial_grad_norms": [1.0, 2.0],
-             "diverged": bool(variant == "unit" and d)}
-            for seed, d in zip(SEEDS, diverged) for variant in ("raw", "unit")]
+    return [
+        {
+            "config": config("input-scaling", seed, variant=variant, init_gain=1.0),
+            "initial_grad_norms": [1.0, 2.0],
+            "diverged": bool(variant == "unit" and d),
+        }
+        for seed, d in zip(SEEDS, diverged)
+        for variant in ("raw", "unit")
+    ]
 
 
 RULES = {
@@ -405,8 +515,7 @@ RULES = {
     "6": (lambda v: sweep_records("learning-rate", "learning_rate", v), "above", 0.0, 1.0),
     "7": (mnist_records, "above", 0.0, 0.01),
     "8": (bias_records, "below", 0.01, 0.01),
-    "9": (lambda v: accuracy_records("t1-mlp", ("after", "before"), "bn", v), "above", 0.0,
-          0.01),
+    "9": (lambda v: accuracy_records("t1-mlp", ("after", "before"), "bn", v), "above", 0.0, 0.01),
     "12a": (inference_records, "above", 0.0, 0.1),
     "12b": (lambda v: inference_records(v, long=True), "below", 0.01, 0.01),
     "12c": (small_batch_records, "above", 0.0, 0.01),
@@ -431,8 +540,12 @@ def cases(claim):
         opposite = [threshold - sign * scale * f for f in (2.0, 2.5, 3.0)]
         spread = [threshold + scale * f for f in (2.0, -1.5, 0.5)]
     boundary = [threshold] * 3
-    return [(predicted, SUPPORTED), (opposite, CONTRADICTED), (spread, INCONCLUSIVE),
-            (boundary, INCONCLUSIVE)]
+    return [
+        (predicted, SUPPORTED),
+        (opposite, CONTRADICTED),
+        (spread, INCONCLUSIVE),
+        (boundary, INCONCLUSIVE),
+    ]
 
 
 @pytest.mark.parametrize("claim, case", [(c, i) for c in RULES for i in range(4)])
@@ -450,11 +563,14 @@ def test_claim_1a_a_consistent_fourfold_effect_over_three_seeds_is_supported():
     """Drift 4x smaller with BN in every seed, at levels that differ a lot between seeds:
     the old rule (means differ by more than twice the larger std) said not supported."""
     records = ics_records([math.log(4.0)] * 3)
-    drifts = {v: [ics.ics_drift(r) for r in records if r["config"]["variant"] == v]
-              for v in ("none", "bn")}
+    drifts = {
+        v: [ics.ics_drift(r) for r in records if r["config"]["variant"] == v]
+        for v in ("none", "bn")
+    }
     assert np.allclose(np.array(drifts["none"]) / np.array(drifts["bn"]), 4.0)
-    old_rule = (np.mean(drifts["none"]) - np.mean(drifts["bn"])
-                > 2 * max(np.std(drifts["none"], ddof=1), np.std(drifts["bn"], ddof=1)))
+    old_rule = np.mean(drifts["none"]) - np.mean(drifts["bn"]) > 2 * max(
+        np.std(drifts["none"], ddof=1), np.std(drifts["bn"], ddof=1)
+    )
     assert not old_rule
     assert judged("1a", records).verdict == SUPPORTED
 
@@ -468,15 +584,19 @@ def test_claim_10_needs_gamma_near_the_std_and_moved_there():
     assert judged("10", mixed).effects[0].outcome == INCONCLUSIVE
 
 
-@pytest.mark.parametrize("diverged, expected", [
-    ((False, False, False), INCONCLUSIVE),  # no counterexample: never "supported"
-    ((False, True, False), CONTRADICTED),  # one counterexample contradicts a guarantee
-])
+@pytest.mark.parametrize(
+    "diverged, expected",
+    [
+        ((False, False, False), INCONCLUSIVE),  # no counterexample: never "supported"
+        ((False, True, False), CONTRADICTED),  # one counterexample contradicts a guarantee
+    ],
+)
 def test_claim_11_is_a_search_for_a_counterexample(diverged, expected):
     v = judged("11", input_scaling_records(diverged))
     assert v.verdict == expected
-    assert v.effects[0].interval.low == (0.0 if expected == INCONCLUSIVE else
-                                         pytest.approx(v.effects[0].interval.low))
+    assert v.effects[0].interval.low == (
+        0.0 if expected == INCONCLUSIVE else pytest.approx(v.effects[0].interval.low)
+    )
 
 
 def test_claims_4_and_6_count_a_network_as_trained_only_above_its_control():
@@ -489,8 +609,7 @@ def test_claims_4_and_6_count_a_network_as_trained_only_above_its_control():
     assert v.effects[0].interval.values == (0.0, 0.0, 0.0) and v.verdict == INCONCLUSIVE
     without_control = [r for r in records if r["config"]["variant"] != "frozen"]
     pending = []
-    assert not [v for v in experiments.verdicts(without_control, pending=pending)
-                if v.claim == "4"]
+    assert not [v for v in experiments.verdicts(without_control, pending=pending) if v.claim == "4"]
     assert ("init-scale", "claim 4: no runs of frozen") in pending
     # experiments with no runs at all are pending too, by the claims they would judge
     assert ("ics", "claim 1a, 1b: no runs") in pending
@@ -520,8 +639,9 @@ def test_committed_verdicts_are_what_the_code_computes():
     records, bad = load_results(results)
     assert not bad, [c.path for c in bad]
     computed = experiments.verdicts(records)
-    every_claim = {c for n in experiments.experiment_names()
-                   for c in experiments.experiment(n).claims}
+    every_claim = {
+        c for n in experiments.experiment_names() for c in experiments.experiment(n).claims
+    }
     judged_claims = {v.claim for v in computed}
     assert judged_claims == every_claim, f"not judged: {sorted(every_claim - judged_claims)}"
     committed = results / VERDICTS_FILE

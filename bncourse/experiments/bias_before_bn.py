@@ -41,11 +41,15 @@ def train(config, on_epoch=None):
     (x_train, y_train), (x_test, y_test) = fashion_subset(config["train"], config["test"])
     use_bias = config["variant"] == "bias"
     model = models.build_mlp("before", use_bias=use_bias)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, nesterov=True),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, nesterov=True),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     callbacks = progress_callbacks(on_epoch)
-    model.fit(x_train, y_train, epochs=config["epochs"], batch_size=32, verbose=0,
-              callbacks=callbacks)
+    model.fit(
+        x_train, y_train, epochs=config["epochs"], batch_size=32, verbose=0, callbacks=callbacks
+    )
     test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
 
     dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)][:-1]
@@ -69,14 +73,17 @@ def train(config, on_epoch=None):
     # What BN's parameters learned, next to the statistics of what BN normalises.
     for d, bn in zip(dense, bns):
         inputs = keras.ops.convert_to_numpy(
-            keras.Sequential(model.layers[: model.layers.index(d) + 1])(probe))
-        outcome["layers"].append({
-            "name": bn.name,
-            "gamma": bn.gamma.numpy().astype(float).tolist(),
-            "beta": bn.beta.numpy().astype(float).tolist(),
-            "input_mean": inputs.mean(axis=0).astype(float).tolist(),
-            "input_std": inputs.std(axis=0).astype(float).tolist(),
-        })
+            keras.Sequential(model.layers[: model.layers.index(d) + 1])(probe)
+        )
+        outcome["layers"].append(
+            {
+                "name": bn.name,
+                "gamma": bn.gamma.numpy().astype(float).tolist(),
+                "beta": bn.beta.numpy().astype(float).tolist(),
+                "input_mean": inputs.mean(axis=0).astype(float).tolist(),
+                "input_std": inputs.std(axis=0).astype(float).tolist(),
+            }
+        )
     return outcome
 
 
@@ -93,10 +100,18 @@ def gamma_gaps(record) -> tuple:
 
 def beta_gap(records) -> float:
     """Median over layers and seeds of the median |beta - input mean| / input std."""
-    return float(np.median([
-        np.median(np.abs(np.array(layer["beta"]) - np.array(layer["input_mean"]))
-                  / np.array(layer["input_std"]))
-        for r in records for layer in r["layers"]]))
+    return float(
+        np.median(
+            [
+                np.median(
+                    np.abs(np.array(layer["beta"]) - np.array(layer["input_mean"]))
+                    / np.array(layer["input_std"])
+                )
+                for r in records
+                for layer in r["layers"]
+            ]
+        )
+    )
 
 
 def _correlations(records, key, reference):
@@ -112,15 +127,22 @@ def _correlations(records, key, reference):
 def judge(runs):
     groups = by_variant(runs[NAME])
     require(groups, ("bias", "nobias"), "claims 8 and 10")
-    loss = paired(groups["bias"], groups["nobias"], lambda r: r["test"]["accuracy"],
-                  what="claim 8")
+    loss = paired(groups["bias"], groups["nobias"], lambda r: r["test"]["accuracy"], what="claim 8")
     params = {v: rs[0]["n_params"]["trainable"] for v, rs in groups.items()}
     max_bias = max(r["max_abs_bias"] for r in groups["bias"])
     change = max(r["training_mode_change_without_bias"] for r in groups["bias"])
     claim8 = verdict(
-        "8", "A bias in the layer before BN is redundant, so use use_bias=False", NAME,
-        [effect("test accuracy with the bias minus without (the loss from dropping it)",
-                t_interval(loss), threshold=NO_LOSS_MARGIN, side="below")],
+        "8",
+        "A bias in the layer before BN is redundant, so use use_bias=False",
+        NAME,
+        [
+            effect(
+                "test accuracy with the bias minus without (the loss from dropping it)",
+                t_interval(loss),
+                threshold=NO_LOSS_MARGIN,
+                side="below",
+            )
+        ],
         rule=f"an equivalence test: the claim predicts that dropping the bias costs less than "
         f"{NO_LOSS_MARGIN} of test accuracy; supported if the whole interval of the paired "
         f"loss lies below {NO_LOSS_MARGIN}, contradicted if it lies above (dropping it "
@@ -136,12 +158,22 @@ def judge(runs):
     )
     gaps = [gamma_gaps(r) for r in sorted(groups["nobias"], key=lambda r: r["config"]["seed"])]
     claim10 = verdict(
-        "10", "During training gamma tends to the data's standard deviation and beta to its "
-        "mean", NAME,
-        [effect("median |gamma - input std| / input std", t_interval(g for g, _ in gaps),
-                threshold=GAMMA_MATCHES_STD, side="below"),
-         effect("how much nearer the input std gamma ended than it started (gap of 1 minus "
-                "gap of gamma)", t_interval(s - g for g, s in gaps))],
+        "10",
+        "During training gamma tends to the data's standard deviation and beta to its mean",
+        NAME,
+        [
+            effect(
+                "median |gamma - input std| / input std",
+                t_interval(g for g, _ in gaps),
+                threshold=GAMMA_MATCHES_STD,
+                side="below",
+            ),
+            effect(
+                "how much nearer the input std gamma ended than it started (gap of 1 minus "
+                "gap of gamma)",
+                t_interval(s - g for g, s in gaps),
+            ),
+        ],
         rule=f"the claim predicts gamma ends within {GAMMA_MATCHES_STD:.0%} of the standard "
         "deviation of BN's input (median over features and layers, per seed) and that it got "
         "there by moving: supported if both intervals lie on the predicted side, "
@@ -149,20 +181,31 @@ def judge(runs):
         numbers={
             "median |beta - input mean| / input std": f"{beta_gap(groups['nobias']):.2f}",
             "correlation of gamma with the input std": _correlations(
-                groups["nobias"], "gamma", "input_std"),
+                groups["nobias"], "gamma", "input_std"
+            ),
             "correlation of beta with the input mean": _correlations(
-                groups["nobias"], "beta", "input_mean"),
+                groups["nobias"], "beta", "input_mean"
+            ),
         },
     )
     return [claim8, claim10]
 
 
-EXPERIMENTS = (Experiment(
-    name=NAME,
-    title="MLP with BN before each ReLU, hidden layers with and without a bias",
-    configs=settings_configs(
-        NAME, variants=("bias", "nobias"),
-        settings={"quick": {"train": 3000, "test": 1000, "epochs": 2},
-                  "full": {"train": 20000, "test": 10000, "epochs": 10}},
-        seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)}),
-    train=train, claims=("8", "10"), judge=judge),)
+EXPERIMENTS = (
+    Experiment(
+        name=NAME,
+        title="MLP with BN before each ReLU, hidden layers with and without a bias",
+        configs=settings_configs(
+            NAME,
+            variants=("bias", "nobias"),
+            settings={
+                "quick": {"train": 3000, "test": 1000, "epochs": 2},
+                "full": {"train": 20000, "test": 10000, "epochs": 10},
+            },
+            seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)},
+        ),
+        train=train,
+        claims=("8", "10"),
+        judge=judge,
+    ),
+)

@@ -51,8 +51,9 @@ def per_seed(records, value) -> dict:
     for r in records:
         seed = r["config"]["seed"]
         if seed in out:
-            raise ValueError(f"two runs with seed {seed} in one group "
-                             f"({r['config']['experiment']})")
+            raise ValueError(
+                f"two runs with seed {seed} in one group ({r['config']['experiment']})"
+            )
         out[seed] = value(r)
     return out
 
@@ -83,17 +84,23 @@ def progress_callbacks(on_epoch) -> list:
     import keras
 
     clock = {}
-    return [keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
-        on_epoch_end=lambda epoch, logs: on_epoch(
-            epoch, dict(logs or {}), time.perf_counter() - clock["start"]))]
+    return [
+        keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
+            on_epoch_end=lambda epoch, logs: on_epoch(
+                epoch, dict(logs or {}), time.perf_counter() - clock["start"]
+            ),
+        )
+    ]
 
 
 def fashion_subset(n_train, n_test):
     """The first ``n_train`` training and ``n_test`` test images of Fashion-MNIST, scaled."""
     (x_train, y_train), (x_test, y_test) = data.load_dataset("fashion_mnist")
-    return ((data.scale_images(x_train[:n_train]), y_train[:n_train]),
-            (data.scale_images(x_test[:n_test]), y_test[:n_test]))
+    return (
+        (data.scale_images(x_train[:n_train]), y_train[:n_train]),
+        (data.scale_images(x_test[:n_test]), y_test[:n_test]),
+    )
 
 
 def recompute_bn_statistics(model, x, batch_size=500):
@@ -113,13 +120,13 @@ def recompute_bn_statistics(model, x, batch_size=500):
         before = keras.Sequential([keras.Input(model.input_shape[1:]), *model.layers[:index]])
         total, total_sq, count = 0.0, 0.0, 0
         for start in range(0, len(x), batch_size):
-            h = keras.ops.convert_to_numpy(before(x[start:start + batch_size], training=False))
+            h = keras.ops.convert_to_numpy(before(x[start : start + batch_size], training=False))
             h = h.reshape(-1, h.shape[-1]).astype(np.float64)
             total = total + h.sum(axis=0)
             count += len(h)
         mean = total / count
         for start in range(0, len(x), batch_size):
-            h = keras.ops.convert_to_numpy(before(x[start:start + batch_size], training=False))
+            h = keras.ops.convert_to_numpy(before(x[start : start + batch_size], training=False))
             h = h.reshape(-1, h.shape[-1]).astype(np.float64)
             total_sq = total_sq + ((h - mean) ** 2).sum(axis=0)  # two passes, as BN does
         layer.moving_mean.assign(mean.astype("float32"))

@@ -32,8 +32,11 @@ def _compiled(kind, bn):
     placement, _, optimizer = MODELS[kind]
     build = models.build_mlp if kind == "mlp" else models.build_cnn
     model = build(placement if bn else None)
-    opt = (keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, nesterov=True)
-           if optimizer == "sgd" else keras.optimizers.Adam())
+    opt = (
+        keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, nesterov=True)
+        if optimizer == "sgd"
+        else keras.optimizers.Adam()
+    )
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -82,10 +85,13 @@ def train(config, on_epoch=None):
             seconds[variant].append(time.perf_counter() - start)
         if on_epoch is not None:
             on_epoch(i, {}, seconds["none"][-1] + seconds["bn"][-1])
-    return {"seconds": seconds, "steps": steps, "batch_size": batch,
-            "n_params": {v: int(sum(math.prod(w.shape) for w in m.weights))
-                         for v, m in nets.items()},
-            "per_example": arithmetic(nets["bn"])}
+    return {
+        "seconds": seconds,
+        "steps": steps,
+        "batch_size": batch,
+        "n_params": {v: int(sum(math.prod(w.shape) for w in m.weights)) for v, m in nets.items()},
+        "per_example": arithmetic(nets["bn"]),
+    }
 
 
 def judge(runs):
@@ -98,42 +104,60 @@ def judge(runs):
         s = r["seconds"]
         ratios = [math.log(b / n) for b, n in zip(s["bn"], s["none"])]
         interval = t_interval(ratios, unit="alternating rounds")
-        effects.append(effect(f"{kind}: log of seconds with BN over without, per round",
-                              interval))
+        effects.append(effect(f"{kind}: log of seconds with BN over without, per round", interval))
         per_step = {v: [t / r["steps"] * 1000 for t in s[v]] for v in s}
         numbers[f"{kind}: milliseconds per step (batch {r['batch_size']}), no BN / BN"] = (
-            f"{fmt(per_step['none'], 2)} / {fmt(per_step['bn'], 2)}")
+            f"{fmt(per_step['none'], 2)} / {fmt(per_step['bn'], 2)}"
+        )
         numbers[f"{kind}: time with BN over without"] = (
             f"{math.exp(interval.estimate):.2f}x [{math.exp(interval.low):.2f}x, "
-            f"{math.exp(interval.high):.2f}x] over {len(ratios)} alternating rounds")
+            f"{math.exp(interval.high):.2f}x] over {len(ratios)} alternating rounds"
+        )
         numbers[f"{kind}: weights (incl. BN's four per feature), no BN / BN"] = (
-            f"{r['n_params']['none']} / {r['n_params']['bn']}")
+            f"{r['n_params']['none']} / {r['n_params']['bn']}"
+        )
         work = r.get("per_example")
         if work:
-            numbers[f"{kind}: per example, multiply-adds of the Dense/Conv2D layers vs values "
-                    "BN normalises"] = (
+            numbers[
+                f"{kind}: per example, multiply-adds of the Dense/Conv2D layers vs values "
+                "BN normalises"
+            ] = (
                 f"{work['multiply_adds']:,} vs {work['bn_values']:,} "
-                f"({work['bn_values'] / work['multiply_adds']:.1%})")
-    return [verdict(
-        "3", "BN makes each epoch slower", NAME, effects,
-        rule="the same number of training steps on the same images, with and without BN, "
-        "timed in alternating runs; the claim predicts a ratio above 1 (log above 0) for "
-        "each model: supported if every interval lies above 0, contradicted if any lies "
-        "below 0 (BN faster)",
-        numbers=numbers,
-    )]
+                f"({work['bn_values'] / work['multiply_adds']:.1%})"
+            )
+    return [
+        verdict(
+            "3",
+            "BN makes each epoch slower",
+            NAME,
+            effects,
+            rule="the same number of training steps on the same images, with and without BN, "
+            "timed in alternating runs; the claim predicts a ratio above 1 (log above 0) for "
+            "each model: supported if every interval lies above 0, contradicted if any lies "
+            "below 0 (BN faster)",
+            numbers=numbers,
+        )
+    ]
 
 
-EXPERIMENTS = (Experiment(
-    name=NAME,
-    title="Seconds per training step with and without BN, timed in alternating runs (T1 MLP, "
-    "T4 CNN)",
-    configs=settings_configs(
-        NAME, variants=tuple(MODELS),
-        # The MLP's rounds are short (a second or two), so a shared machine's changing load
-        # makes them noisy: it gets more of them.
-        settings={"quick": {"rounds": {"mlp": 3, "cnn": 3}, "steps": {"mlp": 50, "cnn": 10}},
-                  "full": {"rounds": {"mlp": 40, "cnn": 12},
-                           "steps": {"mlp": 600, "cnn": 100}}},
-        seeds={"quick": (0,), "full": (0,)}),
-    train=train, claims=("3",), judge=judge),)
+EXPERIMENTS = (
+    Experiment(
+        name=NAME,
+        title="Seconds per training step with and without BN, timed in alternating runs (T1 MLP, "
+        "T4 CNN)",
+        configs=settings_configs(
+            NAME,
+            variants=tuple(MODELS),
+            # The MLP's rounds are short (a second or two), so a shared machine's changing load
+            # makes them noisy: it gets more of them.
+            settings={
+                "quick": {"rounds": {"mlp": 3, "cnn": 3}, "steps": {"mlp": 50, "cnn": 10}},
+                "full": {"rounds": {"mlp": 40, "cnn": 12}, "steps": {"mlp": 600, "cnn": 100}},
+            },
+            seeds={"quick": (0,), "full": (0,)},
+        ),
+        train=train,
+        claims=("3",),
+        judge=judge,
+    ),
+)

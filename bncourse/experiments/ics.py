@@ -35,8 +35,9 @@ def noisy_shift_layer():
             if not training:
                 return inputs
             shape = (inputs.shape[-1],)
-            scale = keras.ops.exp(keras.random.normal(shape, stddev=self.scale_std,
-                                                      seed=self.seed_generator))
+            scale = keras.ops.exp(
+                keras.random.normal(shape, stddev=self.scale_std, seed=self.seed_generator)
+            )
             shift = keras.random.normal(shape, stddev=self.shift_std, seed=self.seed_generator)
             return inputs * scale + shift
 
@@ -67,13 +68,17 @@ def train(config, on_epoch=None):
         layers.append(keras.layers.Activation("sigmoid"))
     layers.append(keras.layers.Dense(10, activation="softmax"))
     model = keras.Sequential(layers)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=config["learning_rate"]),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    last_sigmoid = max(i for i, l in enumerate(model.layers)
-                       if isinstance(l, keras.layers.Activation))
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=config["learning_rate"]),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    last_sigmoid = max(
+        i for i, l in enumerate(model.layers) if isinstance(l, keras.layers.Activation)
+    )
     probe_model = keras.Sequential([keras.Input((28, 28)), *model.layers[:last_sigmoid]])
     probe = x_test[: config["probe"]]
-    val = x_test[config["probe"]:], y_test[config["probe"]:]
+    val = x_test[config["probe"] :], y_test[config["probe"] :]
     rng = np.random.default_rng(config["seed"])
     steps, percentiles, val_acc = [], [], []
     start = time.perf_counter()
@@ -101,30 +106,38 @@ def ics_drift(record) -> float:
     deviation of its median over the probes after the first 10% of steps, divided by the
     mean distance between its 15th and 85th percentiles."""
     p = np.array(record["percentiles"])
-    p = p[len(p) // 10:]
+    p = p[len(p) // 10 :]
     return float(p[:, 1].std() / max((p[:, 2] - p[:, 0]).mean(), 1e-12))
 
 
 def judge(runs):
     groups = by_variant(runs[NAME])
     require(groups, ("none", "bn", "noisy-bn"), "claims 1a and 1b")
-    log_ratio = paired(groups["none"], groups["bn"], lambda r: math.log(ics_drift(r)),
-                       what="claim 1a")
-    cost = paired(groups["bn"], groups["noisy-bn"], lambda r: r["val_accuracy"][-1],
-                  what="claim 1b")
+    log_ratio = paired(
+        groups["none"], groups["bn"], lambda r: math.log(ics_drift(r)), what="claim 1a"
+    )
+    cost = paired(
+        groups["bn"], groups["noisy-bn"], lambda r: r["val_accuracy"][-1], what="claim 1b"
+    )
     numbers = {}
     for v in ("none", "bn", "noisy-bn"):
         numbers[f"{v}: drift of the unit's input (median sd / 15-85 spread)"] = fmt(
-            (ics_drift(r) for r in groups[v]), 3)
+            (ics_drift(r) for r in groups[v]), 3
+        )
         numbers[f"{v}: final validation accuracy"] = fmt(
-            (r["val_accuracy"][-1] for r in groups[v]), 3)
-    restored = paired(groups["noisy-bn"], groups["bn"], lambda r: math.log(ics_drift(r)),
-                      what="claim 1b")
+            (r["val_accuracy"][-1] for r in groups[v]), 3
+        )
+    restored = paired(
+        groups["noisy-bn"], groups["bn"], lambda r: math.log(ics_drift(r)), what="claim 1b"
+    )
     numbers["noise puts the drift back: drift of noisy BN over BN (geometric mean)"] = (
-        f"{math.exp(float(np.mean(restored))):.2f}x")
+        f"{math.exp(float(np.mean(restored))):.2f}x"
+    )
     claim1a = verdict(
-        "1a", "BN reduces the measured drift of each layer's input distribution during "
-        "training (internal covariate shift)", NAME,
+        "1a",
+        "BN reduces the measured drift of each layer's input distribution during "
+        "training (internal covariate shift)",
+        NAME,
         [effect("log of drift without BN over drift with BN", t_interval(log_ratio))],
         rule="drift as defined in bncourse.experiments.ics.ics_drift, compared seed by seed "
         "on a log scale (a ratio); the claim predicts less drift with BN: supported if the "
@@ -132,9 +145,15 @@ def judge(runs):
         numbers=numbers,
     )
     claim1b = verdict(
-        "1b", "Reduced drift is why BN helps", NAME,
-        [effect("validation accuracy of BN minus BN with the drift put back (noisy BN)",
-                t_interval(cost))],
+        "1b",
+        "Reduced drift is why BN helps",
+        NAME,
+        [
+            effect(
+                "validation accuracy of BN minus BN with the drift put back (noisy BN)",
+                t_interval(cost),
+            )
+        ],
         rule="noisy BN keeps BN's normalisation but restores (more than) the drift; if reduced "
         "drift were why BN helps, restoring it would cost accuracy: supported if the paired "
         "difference lies above 0, contradicted if below 0 (noisy BN does better)",
@@ -142,17 +161,40 @@ def judge(runs):
     return [claim1a, claim1b]
 
 
-EXPERIMENTS = (Experiment(
-    name=NAME,
-    title="Three hidden layers of 100 sigmoid units: a unit's input distribution over "
-    "training, without BN, with BN, with BN plus per-step noise",
-    configs=settings_configs(
-        NAME, variants=("none", "bn", "noisy-bn"),
-        settings={"quick": {"train": 10000, "test": 2000, "probe": 1000, "unit": 0,
-                            "steps": 300, "probe_every": 30, "batch_size": 60,
-                            "learning_rate": 0.5},
-                  "full": {"train": 60000, "test": 10000, "probe": 2000, "unit": 0,
-                           "steps": 5000, "probe_every": 100, "batch_size": 60,
-                           "learning_rate": 0.5}},
-        seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)}),
-    train=train, claims=("1a", "1b"), judge=judge),)
+EXPERIMENTS = (
+    Experiment(
+        name=NAME,
+        title="Three hidden layers of 100 sigmoid units: a unit's input distribution over "
+        "training, without BN, with BN, with BN plus per-step noise",
+        configs=settings_configs(
+            NAME,
+            variants=("none", "bn", "noisy-bn"),
+            settings={
+                "quick": {
+                    "train": 10000,
+                    "test": 2000,
+                    "probe": 1000,
+                    "unit": 0,
+                    "steps": 300,
+                    "probe_every": 30,
+                    "batch_size": 60,
+                    "learning_rate": 0.5,
+                },
+                "full": {
+                    "train": 60000,
+                    "test": 10000,
+                    "probe": 2000,
+                    "unit": 0,
+                    "steps": 5000,
+                    "probe_every": 100,
+                    "batch_size": 60,
+                    "learning_rate": 0.5,
+                },
+            },
+            seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)},
+        ),
+        train=train,
+        claims=("1a", "1b"),
+        judge=judge,
+    ),
+)

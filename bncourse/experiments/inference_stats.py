@@ -40,8 +40,8 @@ def train(config, on_epoch=None):
     x, x_test = data.add_channel_axis(x), data.add_channel_axis(x_test)
     momentum = float(config["variant"][1:])
     model = models.build_cnn(
-        "after", bn_layer=lambda name: keras.layers.BatchNormalization(momentum=momentum,
-                                                                        name=name))
+        "after", bn_layer=lambda name: keras.layers.BatchNormalization(momentum=momentum, name=name)
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     rng = np.random.default_rng(config["seed"])
     start = time.perf_counter()
@@ -61,8 +61,10 @@ def train(config, on_epoch=None):
 
 def _gain(records):
     """Recomputed minus moving test accuracy, seed by seed."""
-    return paired({r["config"]["seed"]: r["test_accuracy_precise"] for r in records},
-                  {r["config"]["seed"]: r["test_accuracy_moving"] for r in records})
+    return paired(
+        {r["config"]["seed"]: r["test_accuracy_precise"] for r in records},
+        {r["config"]["seed"]: r["test_accuracy_moving"] for r in records},
+    )
 
 
 def judge(runs):
@@ -76,13 +78,20 @@ def judge(runs):
     for (variant, n), rs in sorted(table.items()):
         numbers[f"momentum {variant[1:]}, {n} steps: test accuracy moving vs recomputed"] = (
             f"{fmt((r['test_accuracy_moving'] for r in rs), 3)} vs "
-            f"{fmt((r['test_accuracy_precise'] for r in rs), 3)}")
+            f"{fmt((r['test_accuracy_precise'] for r in rs), 3)}"
+        )
     short, long = table[("m0.99", steps[0])], table[("m0.99", steps[-1])]
     claim12a = verdict(
-        "12a", "At inference the layer uses the moving mean and variance collected in "
-        "training", NAME,
-        [effect(f"test accuracy with recomputed minus moving statistics after {steps[0]} steps "
-                "(momentum 0.99)", t_interval(_gain(short)))],
+        "12a",
+        "At inference the layer uses the moving mean and variance collected in training",
+        NAME,
+        [
+            effect(
+                f"test accuracy with recomputed minus moving statistics after {steps[0]} steps "
+                "(momentum 0.99)",
+                t_interval(_gain(short)),
+            )
+        ],
         rule="after a short run the moving statistics still lag far behind the data's: if "
         "inference used them, recomputing them would raise test accuracy (interval above 0: "
         "supported); if inference used the batch's own statistics, it would change nothing "
@@ -90,11 +99,18 @@ def judge(runs):
         numbers=numbers,
     )
     claim12b = verdict(
-        "12b", "After enough training the moving statistics are a good stand-in for the "
-        "data's statistics", NAME,
-        [effect(f"test accuracy with recomputed minus moving statistics after {steps[-1]} "
-                "steps (momentum 0.99)", t_interval(_gain(long)),
-                threshold=STAND_IN_MARGIN, side="below")],
+        "12b",
+        "After enough training the moving statistics are a good stand-in for the data's statistics",
+        NAME,
+        [
+            effect(
+                f"test accuracy with recomputed minus moving statistics after {steps[-1]} "
+                "steps (momentum 0.99)",
+                t_interval(_gain(long)),
+                threshold=STAND_IN_MARGIN,
+                side="below",
+            )
+        ],
         rule=f"an equivalence test: the claim predicts that recomputing the statistics exactly "
         f"gains less than {STAND_IN_MARGIN} of test accuracy after a long run; supported if "
         f"the whole interval lies below {STAND_IN_MARGIN}, contradicted if above",
@@ -102,16 +118,23 @@ def judge(runs):
     return [claim12a, claim12b]
 
 
-EXPERIMENTS = (Experiment(
-    name=NAME,
-    title="Tutorial CNN, BN momentum 0.99 and 0.9, short and long training: moving "
-    "vs recomputed statistics",
-    configs=settings_configs(
-        NAME, variants=("m0.99", "m0.9"),
-        settings={"quick": {"train": 5000, "test": 1000, "batch_size": 50,
-                            "recompute_on": 2000},
-                  "full": {"train": 60000, "test": 10000, "batch_size": 250,
-                           "recompute_on": 10000}},
-        seeds={"quick": (0,), "full": (0, 1, 2)},
-        sweep=("steps", {"quick": [20, 200], "full": [50, 2000]})),
-    train=train, claims=("12a", "12b"), judge=judge),)
+EXPERIMENTS = (
+    Experiment(
+        name=NAME,
+        title="Tutorial CNN, BN momentum 0.99 and 0.9, short and long training: moving "
+        "vs recomputed statistics",
+        configs=settings_configs(
+            NAME,
+            variants=("m0.99", "m0.9"),
+            settings={
+                "quick": {"train": 5000, "test": 1000, "batch_size": 50, "recompute_on": 2000},
+                "full": {"train": 60000, "test": 10000, "batch_size": 250, "recompute_on": 10000},
+            },
+            seeds={"quick": (0,), "full": (0, 1, 2)},
+            sweep=("steps", {"quick": [20, 200], "full": [50, 2000]}),
+        ),
+        train=train,
+        claims=("12a", "12b"),
+        judge=judge,
+    ),
+)

@@ -56,8 +56,10 @@ def train(config, on_epoch=None):
     elif config["variant"] == "standard":
         x = (x - x.mean()) / x.std()
     sizes = [x.shape[1]] + [SCALING_WIDTH] * (SCALING_DEPTH - 1) + [10]
-    params = [(rng.normal(0.0, config["init_gain"] * np.sqrt(2.0 / m), (m, n)), np.zeros(n))
-              for m, n in zip(sizes[:-1], sizes[1:])]
+    params = [
+        (rng.normal(0.0, config["init_gain"] * np.sqrt(2.0 / m), (m, n)), np.zeros(n))
+        for m, n in zip(sizes[:-1], sizes[1:])
+    ]
     probe = slice(0, 256)
 
     def norms():
@@ -73,7 +75,7 @@ def train(config, on_epoch=None):
             start = time.perf_counter()
             order = rng.permutation(len(x))
             for i in range(0, len(x), batch):
-                idx = order[i:i + batch]
+                idx = order[i : i + batch]
                 loss, grads = plain_mlp_gradients(params, x[idx], y[idx])
                 if not np.isfinite(loss):
                     diverged = True
@@ -81,14 +83,17 @@ def train(config, on_epoch=None):
                 params = [(w - 0.01 * gw, b - 0.01 * gb) for (w, b), (gw, gb) in zip(params, grads)]
             loss, layer_norms = norms()
             history["loss"].append(loss if np.isfinite(loss) else None)
-            history["grad_norms"].append(
-                [n if np.isfinite(n) else None for n in layer_norms])
+            history["grad_norms"].append([n if np.isfinite(n) else None for n in layer_norms])
             if on_epoch is not None:
                 on_epoch(epoch, {"loss": loss}, time.perf_counter() - start)
             if diverged:
                 break
-    return {"initial_loss": loss0, "initial_grad_norms": norms0, **history,
-            "diverged": bool(diverged)}
+    return {
+        "initial_loss": loss0,
+        "initial_grad_norms": norms0,
+        **history,
+        "diverged": bool(diverged),
+    }
 
 
 def judge(runs):
@@ -97,38 +102,56 @@ def judge(runs):
     for r in records:
         groups.setdefault((r["config"]["variant"], r["config"]["init_gain"]), []).append(r)
     gains = sorted({g for _, g in groups})
-    require({v: [k for k in groups if k[0] == v] for v in ("raw", "unit")}, ("raw", "unit"),
-            "claim 11")
+    require(
+        {v: [k for k in groups if k[0] == v] for v in ("raw", "unit")}, ("raw", "unit"), "claim 11"
+    )
     numbers = {}
     for gain in gains:
         for variant in ("raw", "unit", "standard"):
             rs = groups.get((variant, gain), [])
             if rs:
                 largest = mean_std(max(r["initial_grad_norms"]) for r in rs)[0]
-                numbers[f"{variant} inputs, He x {gain:g}: largest layer gradient norm at "
-                        "init"] = (f"{largest:.3g}, training diverged in "
-                                   f"{sum(r['diverged'] for r in rs)}/{len(rs)} runs")
+                numbers[f"{variant} inputs, He x {gain:g}: largest layer gradient norm at init"] = (
+                    f"{largest:.3g}, training diverged in "
+                    f"{sum(r['diverged'] for r in rs)}/{len(rs)} runs"
+                )
     unit = [r for g in gains for r in groups.get(("unit", g), [])]
     diverged = sum(r["diverged"] for r in unit)
-    return [verdict(
-        "11", "Scaling the inputs to [0, 1] ensures that gradients cannot explode", NAME,
-        [effect("share of runs on [0, 1] inputs whose training diverged (every swept scale)",
-                binomial_interval(diverged, len(unit)), side="below")],
-        rule="a guarantee is contradicted by one counterexample: with inputs in [0, 1], the "
-        "claim predicts no run diverges (infinite or NaN loss); contradicted if the interval "
-        "of the share of diverged runs lies above 0 (at least one diverged), and never "
-        "supported by a finite sweep, only inconclusive: no counterexample found",
-        numbers=numbers,
-    )]
+    return [
+        verdict(
+            "11",
+            "Scaling the inputs to [0, 1] ensures that gradients cannot explode",
+            NAME,
+            [
+                effect(
+                    "share of runs on [0, 1] inputs whose training diverged (every swept scale)",
+                    binomial_interval(diverged, len(unit)),
+                    side="below",
+                )
+            ],
+            rule="a guarantee is contradicted by one counterexample: with inputs in [0, 1], the "
+            "claim predicts no run diverges (infinite or NaN loss); contradicted if the interval "
+            "of the share of diverged runs lies above 0 (at least one diverged), and never "
+            "supported by a finite sweep, only inconclusive: no counterexample found",
+            numbers=numbers,
+        )
+    ]
 
 
-EXPERIMENTS = (Experiment(
-    name=NAME,
-    title="Plain 12-layer ReLU MLP on raw, [0, 1] and standardised pixels: gradient "
-    "norms per layer",
-    configs=settings_configs(
-        NAME, variants=("raw", "unit", "standard"),
-        settings={"quick": {"train": 2000, "epochs": 1}, "full": {"train": 10000, "epochs": 5}},
-        seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)},
-        sweep=("init_gain", {"quick": [1.0, 1.5], "full": [1.0, 1.5]})),
-    train=train, claims=("11",), judge=judge),)
+EXPERIMENTS = (
+    Experiment(
+        name=NAME,
+        title="Plain 12-layer ReLU MLP on raw, [0, 1] and standardised pixels: gradient "
+        "norms per layer",
+        configs=settings_configs(
+            NAME,
+            variants=("raw", "unit", "standard"),
+            settings={"quick": {"train": 2000, "epochs": 1}, "full": {"train": 10000, "epochs": 5}},
+            seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)},
+            sweep=("init_gain", {"quick": [1.0, 1.5], "full": [1.0, 1.5]}),
+        ),
+        train=train,
+        claims=("11",),
+        judge=judge,
+    ),
+)

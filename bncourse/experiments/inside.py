@@ -39,32 +39,51 @@ def train(config, on_epoch=None):
     set_seed(config["seed"])
     (x, y), (x_test, y_test) = fashion_subset(config["train"], config["test"])
     scale = config["init_scale"]
-    init = keras.initializers.VarianceScaling(scale=2.0 * scale**2, mode="fan_in",
-                                              distribution="truncated_normal")
-    model = models.build_mlp("before" if config["variant"] == "bn" else None,
-                             kernel_initializer=init)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9,
-                                                 nesterov=True),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    probe = TrainingDiagnostics(x_test[: config["probe"]], y_test[: config["probe"]],
-                                every=config["every"])
-    model.fit(x, y, epochs=config["epochs"], batch_size=32, verbose=0,
-              callbacks=[probe, *progress_callbacks(on_epoch)])
-    accuracy = float(model.evaluate(x_test[config["probe"]:], y_test[config["probe"]:],
-                                    batch_size=1000, verbose=0)[1])
+    init = keras.initializers.VarianceScaling(
+        scale=2.0 * scale**2, mode="fan_in", distribution="truncated_normal"
+    )
+    model = models.build_mlp(
+        "before" if config["variant"] == "bn" else None, kernel_initializer=init
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, nesterov=True),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    probe = TrainingDiagnostics(
+        x_test[: config["probe"]], y_test[: config["probe"]], every=config["every"]
+    )
+    model.fit(
+        x,
+        y,
+        epochs=config["epochs"],
+        batch_size=32,
+        verbose=0,
+        callbacks=[probe, *progress_callbacks(on_epoch)],
+    )
+    accuracy = float(
+        model.evaluate(
+            x_test[config["probe"] :], y_test[config["probe"] :], batch_size=1000, verbose=0
+        )[1]
+    )
     return {"diagnostics": _thinned(probe.history), "test": {"accuracy": accuracy}}
 
 
-EXPERIMENTS = (Experiment(
-    name=NAME,
-    title="T1 MLP with and without BN, initial scales 0.3x to 3x He: per-layer statistics "
-    "while it trains",
-    configs=settings_configs(
-        NAME, variants=VARIANTS,
-        settings={"quick": {"train": 3000, "test": 1256, "probe": 256, "epochs": 1,
-                            "every": 10},
-                  "full": {"train": 20000, "test": 10000, "probe": 256, "epochs": 3,
-                           "every": 250}},
-        seeds={"quick": (0,), "full": (0, 1, 2)},
-        sweep=("init_scale", SCALES)),
-    train=train),)
+EXPERIMENTS = (
+    Experiment(
+        name=NAME,
+        title="T1 MLP with and without BN, initial scales 0.3x to 3x He: per-layer statistics "
+        "while it trains",
+        configs=settings_configs(
+            NAME,
+            variants=VARIANTS,
+            settings={
+                "quick": {"train": 3000, "test": 1256, "probe": 256, "epochs": 1, "every": 10},
+                "full": {"train": 20000, "test": 10000, "probe": 256, "epochs": 3, "every": 250},
+            },
+            seeds={"quick": (0,), "full": (0, 1, 2)},
+            sweep=("init_scale", SCALES),
+        ),
+        train=train,
+    ),
+)

@@ -116,8 +116,9 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def run_config(protocol, variant: str, seed: int, profile: str = "full", *, epochs=None,
-               dataset=None) -> dict:
+def run_config(
+    protocol, variant: str, seed: int, profile: str = "full", *, epochs=None, dataset=None
+) -> dict:
     """The complete configuration of one run, as plain JSON-able values.
 
     Args:
@@ -272,8 +273,9 @@ def train_run(config: dict, *, on_epoch=None, arrays=None) -> dict:
     deterministic = set_seed(config["seed"])
     train, val, test, note = arrays or prepare_data(config)
     model = _build_model(config)
-    model.compile(optimizer=_make_optimizer(config["optimizer"]), loss=config["loss"],
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=_make_optimizer(config["optimizer"]), loss=config["loss"], metrics=["accuracy"]
+    )
 
     class Timer(keras.callbacks.Callback):
         def __init__(self):
@@ -311,12 +313,20 @@ def train_run(config: dict, *, on_epoch=None, arrays=None) -> dict:
     if config.get("test_every_epoch"):
         callbacks.append(TestEveryEpoch())
     fit = model.fit(
-        train[0], train[1], validation_data=val, epochs=config["epochs"],
-        batch_size=config["batch_size"], shuffle=True, verbose=0, callbacks=callbacks,
+        train[0],
+        train[1],
+        validation_data=val,
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        shuffle=True,
+        verbose=0,
+        callbacks=callbacks,
     )
     test_loss, test_accuracy = model.evaluate(test[0], test[1], batch_size=1000, verbose=0)
-    history = {k: [float(v) for v in fit.history[k]]
-               for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    history = {
+        k: [float(v) for v in fit.history[k]]
+        for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+    }
     if config.get("test_every_epoch"):
         history.update(callbacks[-1].history)
     return {

@@ -71,13 +71,23 @@ def protocol_experiment(protocol: Protocol, *, claims=(), judge=None, reads=()) 
     from bncourse.experiments.protocol import train_run
 
     def configs(profile):
-        return [run_config(protocol, bn, seed, profile)
-                for seed in protocol.seeds for bn in protocol.variants]
+        return [
+            run_config(protocol, bn, seed, profile)
+            for seed in protocol.seeds
+            for bn in protocol.variants
+        ]
 
-    return Experiment(name=protocol.name, title=protocol.title, configs=configs,
-                      train=lambda config, on_epoch=None: train_run(config, on_epoch=on_epoch),
-                      claims=tuple(claims), judge=judge, reads=tuple(reads), protocol=protocol,
-                      dataset=protocol.dataset)
+    return Experiment(
+        name=protocol.name,
+        title=protocol.title,
+        configs=configs,
+        train=lambda config, on_epoch=None: train_run(config, on_epoch=on_epoch),
+        claims=tuple(claims),
+        judge=judge,
+        reads=tuple(reads),
+        protocol=protocol,
+        dataset=protocol.dataset,
+    )
 
 
 def settings_configs(name, *, variants, settings, seeds, version=1, sweep=None):
@@ -90,9 +100,20 @@ def settings_configs(name, *, variants, settings, seeds, version=1, sweep=None):
         if profile not in settings:
             raise ValueError(f"profile must be one of {', '.join(settings)}, got {profile!r}")
         points = [{}] if sweep is None else [{sweep[0]: v} for v in sweep[1][profile]]
-        return [{"experiment": name, "version": version, "profile": profile,
-                 "variant": variant, "seed": seed, **point, **settings[profile]}
-                for seed in seeds[profile] for point in points for variant in variants]
+        return [
+            {
+                "experiment": name,
+                "version": version,
+                "profile": profile,
+                "variant": variant,
+                "seed": seed,
+                **point,
+                **settings[profile],
+            }
+            for seed in seeds[profile]
+            for point in points
+            for variant in variants
+        ]
 
     return configs
 
@@ -135,9 +156,12 @@ def experiment_configs(name: str, profile: str, *, seeds=None, variants=None) ->
     if profile not in PROFILES:
         raise ValueError(f"profile must be 'quick' or 'full', got {profile!r}")
     configs = experiment(name).configs(profile)
-    return [c for c in configs
-            if (seeds is None or c["seed"] in seeds)
-            and (variants is None or c.get("variant", c.get("bn")) in variants)]
+    return [
+        c
+        for c in configs
+        if (seeds is None or c["seed"] in seeds)
+        and (variants is None or c.get("variant", c.get("bn")) in variants)
+    ]
 
 
 def profile_records(records, name):

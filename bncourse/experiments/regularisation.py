@@ -32,7 +32,7 @@ def train(config, on_epoch=None):
     set_seed(config["seed"])
     (x, y), (x_test, y_test) = fashion_subset(config["train"] + config["val"], config["test"])
     x_train, y_train = x[: config["train"]], y[: config["train"]]
-    x_val, y_val = x[config["train"]:], y[config["train"]:]
+    x_val, y_val = x[config["train"] :], y[config["train"] :]
     bn = "bn" in config["variant"]
     dropout = "dropout" in config["variant"]
     layers = [keras.Input((28, 28)), keras.layers.Flatten()]
@@ -47,8 +47,15 @@ def train(config, on_epoch=None):
     model = keras.Sequential(layers)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     callbacks = progress_callbacks(on_epoch)
-    fit = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config["epochs"],
-                    batch_size=64, verbose=0, callbacks=callbacks)
+    fit = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=config["epochs"],
+        batch_size=64,
+        verbose=0,
+        callbacks=callbacks,
+    )
 
     def accuracy(xs, ys):
         return float(model.evaluate(xs, ys, batch_size=1000, verbose=0)[1])
@@ -74,23 +81,36 @@ def judge(runs):
     for v in (v for v in VARIANTS if v in groups):
         numbers[f"{v}: train - validation accuracy"] = fmt(gap(r) for r in groups[v])
         numbers[f"{v}: test accuracy"] = fmt(r["test"]["accuracy"] for r in groups[v])
-    return [verdict(
-        "5", "BN acts as a regulariser and reduces overfitting", NAME,
-        [effect("train-validation accuracy gap, no BN minus BN", t_interval(diff))],
-        rule="overfitting is the gap between training and validation accuracy (both in "
-        "inference mode); the claim predicts a smaller gap with BN: supported if the paired "
-        "difference (no BN minus BN) lies above 0, contradicted if below 0 (BN widens the "
-        "gap); dropout is shown for scale",
-        numbers=numbers,
-    )]
+    return [
+        verdict(
+            "5",
+            "BN acts as a regulariser and reduces overfitting",
+            NAME,
+            [effect("train-validation accuracy gap, no BN minus BN", t_interval(diff))],
+            rule="overfitting is the gap between training and validation accuracy (both in "
+            "inference mode); the claim predicts a smaller gap with BN: supported if the paired "
+            "difference (no BN minus BN) lies above 0, contradicted if below 0 (BN widens the "
+            "gap); dropout is shown for scale",
+            numbers=numbers,
+        )
+    ]
 
 
-EXPERIMENTS = (Experiment(
-    name=NAME,
-    title="T1 MLP with and without BN, with and without dropout, on 10,000 images",
-    configs=settings_configs(
-        NAME, variants=VARIANTS,
-        settings={"quick": {"train": 3000, "val": 1000, "test": 1000, "epochs": 3},
-                  "full": {"train": 10000, "val": 5000, "test": 10000, "epochs": 20}},
-        seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)}),
-    train=train, claims=("5",), judge=judge),)
+EXPERIMENTS = (
+    Experiment(
+        name=NAME,
+        title="T1 MLP with and without BN, with and without dropout, on 10,000 images",
+        configs=settings_configs(
+            NAME,
+            variants=VARIANTS,
+            settings={
+                "quick": {"train": 3000, "val": 1000, "test": 1000, "epochs": 3},
+                "full": {"train": 10000, "val": 5000, "test": 10000, "epochs": 20},
+            },
+            seeds={"quick": (0,), "full": (0, 1, 2, 3, 4)},
+        ),
+        train=train,
+        claims=("5",),
+        judge=judge,
+    ),
+)

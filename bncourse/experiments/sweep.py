@@ -38,11 +38,12 @@ def train(config, on_epoch=None):
     set_seed(config["seed"])
     (x, y), _ = fashion_subset(config["train"] + config["val"], 0)
     x_train, y_train = x[: config["train"]], y[: config["train"]]
-    x_val, y_val = x[config["train"]:], y[config["train"]:]
+    x_val, y_val = x[config["train"] :], y[config["train"] :]
     scale = config.get("init_scale", 1.0)
     # He initialisation times `scale`: the weights' standard deviation is multiplied by it.
-    init = keras.initializers.VarianceScaling(scale=2.0 * scale**2, mode="fan_in",
-                                              distribution="truncated_normal")
+    init = keras.initializers.VarianceScaling(
+        scale=2.0 * scale**2, mode="fan_in", distribution="truncated_normal"
+    )
     bn = "before" if config["variant"] == "bn" else None
     model = models.build_mlp(bn, hidden_units=DEEP_MLP, kernel_initializer=init)
     if config["variant"] == "frozen":
@@ -53,17 +54,25 @@ def train(config, on_epoch=None):
         optimizer = keras.optimizers.SGD(learning_rate=config["learning_rate"])
     else:
         optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     def stop_if_not_finite(batch, logs):
         if logs and not np.isfinite(logs.get("loss", 0.0)):
             model.stop_training = True  # quietly, unlike keras.callbacks.TerminateOnNaN
 
-    callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_not_finite),
-                 *progress_callbacks(on_epoch)]
-    fit = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config["epochs"],
-                    batch_size=64, verbose=0, callbacks=callbacks)
+    callbacks = [
+        keras.callbacks.LambdaCallback(on_train_batch_end=stop_if_not_finite),
+        *progress_callbacks(on_epoch),
+    ]
+    fit = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=config["epochs"],
+        batch_size=64,
+        verbose=0,
+        callbacks=callbacks,
+    )
     losses = fit.history["loss"]
     val = [float(v) for v in fit.history.get("val_accuracy", [])]
     diverged = bool(not np.all(np.isfinite(losses)) or len(losses) < config["epochs"])
@@ -80,8 +89,7 @@ def table(records, key) -> dict:
     out = {}
     for r in records:
         c = r["config"]
-        out.setdefault(c["variant"], {}).setdefault(c["seed"], {})[c[key]] = (
-            r["best_val_accuracy"])
+        out.setdefault(c["variant"], {}).setdefault(c["seed"], {})[c[key]] = r["best_val_accuracy"]
     return out
 
 
@@ -90,8 +98,9 @@ def trained_values(tab, variant, seed) -> list:
     control = tab["frozen"].get(seed)
     runs = tab[variant][seed]
     if control is None or set(control) != set(runs):
-        raise MissingRuns(f"the control (frozen hidden layers) lacks seed {seed} or some swept "
-                          "values")
+        raise MissingRuns(
+            f"the control (frozen hidden layers) lacks seed {seed} or some swept values"
+        )
     return sorted(v for v, acc in runs.items() if acc > control[v] + CONTROL_MARGIN)
 
 
@@ -114,7 +123,8 @@ def accuracy_rows(tab, what) -> dict:
             for value, acc in runs.items():
                 by_value.setdefault(value, []).append(acc)
         rows[f"best validation accuracy by {what}, {label}"] = ", ".join(
-            f"{k:g}: {np.mean(v):.2f}" for k, v in sorted(by_value.items()))
+            f"{k:g}: {np.mean(v):.2f}" for k, v in sorted(by_value.items())
+        )
     return rows
 
 

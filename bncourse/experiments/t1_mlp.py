@@ -50,20 +50,26 @@ def judge(runs):
     """Claim 9: test accuracy with BN after the ReLU minus before it, seed by seed."""
     groups = by_variant(runs["t1-mlp"], "bn")
     require(groups, ("before", "after"), "claim 9")
-    diff = paired(groups["after"], groups["before"], lambda r: r["test"]["accuracy"],
-                  what="claim 9")
-    return [verdict(
-        "9", "BN can go before or after the activation; results are mostly better after",
-        "t1-mlp",
-        [effect("test accuracy, BN after ReLU minus before (T1 MLP)", t_interval(diff))],
-        rule="the claim predicts that BN after the activation gives the higher test accuracy: "
-        "supported if the paired difference's interval lies above 0, contradicted if BN "
-        "before wins (interval below 0), inconclusive if it includes 0",
-        numbers={"test accuracy, BN before ReLU": fmt(r["test"]["accuracy"]
-                                                       for r in groups["before"]),
-                 "test accuracy, BN after ReLU": fmt(r["test"]["accuracy"]
-                                                      for r in groups["after"])},
-    )]
+    diff = paired(
+        groups["after"], groups["before"], lambda r: r["test"]["accuracy"], what="claim 9"
+    )
+    return [
+        verdict(
+            "9",
+            "BN can go before or after the activation; results are mostly better after",
+            "t1-mlp",
+            [effect("test accuracy, BN after ReLU minus before (T1 MLP)", t_interval(diff))],
+            rule="the claim predicts that BN after the activation gives the higher test accuracy: "
+            "supported if the paired difference's interval lies above 0, contradicted if BN "
+            "before wins (interval below 0), inconclusive if it includes 0",
+            numbers={
+                "test accuracy, BN before ReLU": fmt(
+                    r["test"]["accuracy"] for r in groups["before"]
+                ),
+                "test accuracy, BN after ReLU": fmt(r["test"]["accuracy"] for r in groups["after"]),
+            },
+        )
+    ]
 
 
 EXPERIMENTS = (protocol_experiment(PROTOCOL, claims=("9",), judge=judge),)

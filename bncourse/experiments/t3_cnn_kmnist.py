@@ -7,7 +7,8 @@ from __future__ import annotations
 from bncourse.experiments.protocol import cnn_protocol
 from bncourse.experiments.registry import protocol_experiment
 
-PROTOCOL = cnn_protocol("t3-cnn-kmnist", "KMNIST", "T3", "kmnist", ("none", "after"),
-                        note="T3's dataset")
+PROTOCOL = cnn_protocol(
+    "t3-cnn-kmnist", "KMNIST", "T3", "kmnist", ("none", "after"), note="T3's dataset"
+)
 
 EXPERIMENTS = (protocol_experiment(PROTOCOL),)

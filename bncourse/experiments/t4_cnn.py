@@ -34,24 +34,30 @@ def convergence_effects(name, records) -> tuple:
     if not {"before", "after"} & set(groups):
         raise MissingRuns(f"claim 2 ({name}): no runs with BN")
     half = max(1, len(records[0]["history"]["loss"]) // 2) - 1
-    loss_level = max(statistics.fmean(r["history"]["loss"][half] for r in rs)
-                     for rs in groups.values())
-    acc_level = min(statistics.fmean(r["history"]["accuracy"][half] for r in rs)
-                    for rs in groups.values())
+    loss_level = max(
+        statistics.fmean(r["history"]["loss"][half] for r in rs) for rs in groups.values()
+    )
+    acc_level = min(
+        statistics.fmean(r["history"]["accuracy"][half] for r in rs) for rs in groups.values()
+    )
     effects, numbers = [], {}
     for bn in (v for v in ("before", "after") if v in groups):
         for what, key, reached in (
-                (f"training loss {loss_level:.3g}", "loss", lambda v: v <= loss_level),
-                (f"training accuracy {acc_level:.3g}", "accuracy", lambda v: v >= acc_level)):
+            (f"training loss {loss_level:.3g}", "loss", lambda v: v <= loss_level),
+            (f"training accuracy {acc_level:.3g}", "accuracy", lambda v: v >= acc_level),
+        ):
+
             def steps(r, key=key, reached=reached):
                 return epochs_to(r["history"][key], reached)
 
             diff = paired(groups["none"], groups[bn], steps, what=f"claim 2 ({name})")
-            effects.append(effect(f"{name}, BN {bn}: epochs to {what}, no BN minus BN",
-                                  t_interval(diff)))
+            effects.append(
+                effect(f"{name}, BN {bn}: epochs to {what}, no BN minus BN", t_interval(diff))
+            )
     for bn, rs in groups.items():
         numbers[f"{name}, {bn}: final training loss"] = (
-            f"{statistics.fmean(r['history']['loss'][-1] for r in rs):.4f}")
+            f"{statistics.fmean(r['history']['loss'][-1] for r in rs):.4f}"
+        )
     return effects, numbers
 
 
@@ -62,15 +68,19 @@ def judge(runs):
             more, nums = convergence_effects(name, runs[name])
             effects += more
             numbers.update(nums)
-    return [verdict(
-        "2", "BN speeds up convergence (fewer epochs to a given accuracy)", "t4-cnn, t1-mlp",
-        effects,
-        rule="for each model and BN placement, the epochs needed to reach a training loss and "
-        "a training accuracy that every variant reaches by half-way, without BN minus with "
-        "BN, seed by seed: the claim predicts a positive difference. Supported if every "
-        "interval lies above 0, contradicted if any lies below 0 (BN slower to fit)",
-        numbers=numbers,
-    )]
+    return [
+        verdict(
+            "2",
+            "BN speeds up convergence (fewer epochs to a given accuracy)",
+            "t4-cnn, t1-mlp",
+            effects,
+            rule="for each model and BN placement, the epochs needed to reach a training loss and "
+            "a training accuracy that every variant reaches by half-way, without BN minus with "
+            "BN, seed by seed: the claim predicts a positive difference. Supported if every "
+            "interval lies above 0, contradicted if any lies below 0 (BN slower to fit)",
+            numbers=numbers,
+        )
+    ]
 
 
 EXPERIMENTS = (protocol_experiment(PROTOCOL, claims=("2",), judge=judge, reads=("t1-mlp",)),)

@@ -94,8 +94,10 @@ def seal(name: str):
     def check(check_id, obj):
         """Run check ``check_id`` on ``obj``: print ``ok: ...`` or raise what is wrong."""
         if check_id not in producers:
-            raise ValueError(f"unknown check {check_id!r}; {ps.name} has: "
-                             f"{', '.join(i for i in producers if not producers[i].hidden)}")
+            raise ValueError(
+                f"unknown check {check_id!r}; {ps.name} has: "
+                f"{', '.join(i for i in producers if not producers[i].hidden)}"
+            )
         c = checks[check_id]
         if judge and producers[check_id].hidden and not hidden_ok:
             raise CheckFailed(f"{check_id} is a hidden check: it runs when you are graded")
@@ -104,8 +106,7 @@ def seal(name: str):
         saved_stderr = sys.stderr
         sys.stderr = sys.stdout  # anything on stderr scores 0 in nbgrader: keep it on stdout
         try:
-            with warnings.catch_warnings(record=True) as caught, \
-                    quiet.native_stderr() as noise:
+            with warnings.catch_warnings(record=True) as caught, quiet.native_stderr() as noise:
                 warnings.simplefilter("always")
                 outputs = c.run(obj, inputs, namespace)
                 if judge:
@@ -123,8 +124,7 @@ def seal(name: str):
             sys.stderr = saved_stderr
         quiet.report(noise, print_, stdout)
         for w in caught:
-            print_(f"note: a warning was raised: {w.category.__name__}: {w.message}",
-                   file=stdout)
+            print_(f"note: a warning was raised: {w.category.__name__}: {w.message}", file=stdout)
         if judge:
             print_(f"ok: {c.description}", file=stdout)
             for line in lines or ():
@@ -162,6 +162,8 @@ def full_results(experiment: str = "t1-mlp") -> str:
         tables = _full_results_tables(registry) if registry is not None else {}
     if experiment in tables:
         return tables[experiment]
-    return (f"No full results of {experiment} were found (set BNCOURSE_RESULTS_DIR to the "
-            "repository's results/ folder); the book's chapter on reproducing the tutorials "
-            "shows them.")
+    return (
+        f"No full results of {experiment} were found (set BNCOURSE_RESULTS_DIR to the "
+        "repository's results/ folder); the book's chapter on reproducing the tutorials "
+        "shows them."
+    )

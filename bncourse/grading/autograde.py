@@ -92,8 +92,10 @@ class MeasuredExecute(Execute):
         n_code = sum(1 for c in nb.cells if c.cell_type == "code")
         wall = (n_code + 2) * (self.timeout or 60) + 60
         workdir = resources.get("metadata", {}).get("path") or "."
-        with Sandbox(ps, slot=sandbox_slot(), workdir=Path(workdir)) as box, \
-                UsageMeter(box.uid) as meter:
+        with (
+            Sandbox(ps, slot=sandbox_slot(), workdir=Path(workdir)) as box,
+            UsageMeter(box.uid) as meter,
+        ):
             self._sandbox = box
             killed = threading.Event()
 
@@ -108,8 +110,11 @@ class MeasuredExecute(Execute):
                 return super().preprocess(nb, resources, km=km)
             finally:
                 watchdog.cancel()
-                info.update(sandbox=True, kernel_records=read_records(box.results),
-                            kernel_killed_after=wall if killed.is_set() else None)
+                info.update(
+                    sandbox=True,
+                    kernel_records=read_records(box.results),
+                    kernel_killed_after=wall if killed.is_set() else None,
+                )
                 meter.sample()
                 box.kill_all()
                 info.update(
@@ -130,8 +135,10 @@ def _has_error(cell) -> bool:
 
 
 def _timed_out(cell) -> bool:
-    return any(o.get("output_type") == "error" and o.get("ename") in TIMEOUT_ENAMES
-               for o in cell.get("outputs", []))
+    return any(
+        o.get("output_type") == "error" and o.get("ename") in TIMEOUT_ENAMES
+        for o in cell.get("outputs", [])
+    )
 
 
 def _stream(text: str) -> NotebookNode:
@@ -174,8 +181,15 @@ class JudgeChecks(NbGraderPreprocessor):
         checks = [pair for _, pairs in tests for pair in pairs]
         groups = [i for i, (_, pairs) in enumerate(tests) for _ in pairs]
         cwd = resources.get("metadata", {}).get("path") or "."
-        result = verify(ps, sources, checks, cwd=cwd, groups=groups, slot=sandbox_slot(),
-                        sandbox=bool(measured.get("sandbox")))
+        result = verify(
+            ps,
+            sources,
+            checks,
+            cwd=cwd,
+            groups=groups,
+            slot=sandbox_slot(),
+            sandbox=bool(measured.get("sandbox")),
+        )
         records = measured.get("kernel_records")
         used: set = set()
         tampered, failed_here, failed = [], [], []
@@ -203,10 +217,10 @@ class JudgeChecks(NbGraderPreprocessor):
                     kernel_problems.append(public)
                     kernel_full.append(message)
             if hidden_passed:
-                lines.append(f"ok: {hidden_passed} hidden check{'s' * (hidden_passed > 1)} "
-                             "passed")
-            rerun = [result["checks"][cid] for cid, _ in pairs
-                     if not result["checks"][cid]["passed"]]
+                lines.append(f"ok: {hidden_passed} hidden check{'s' * (hidden_passed > 1)} passed")
+            rerun = [
+                result["checks"][cid] for cid, _ in pairs if not result["checks"][cid]["passed"]
+            ]
             if errored:
                 failed.append(grade_id)
                 continue
@@ -222,25 +236,39 @@ class JudgeChecks(NbGraderPreprocessor):
                 messages[grade_id] = "\n".join(r["message"] for r in rerun)[:2000]
                 failed_here.append(grade_id)
                 tampered.append(grade_id)
-                why = ("its checks saved nothing (check replaced?)" if missing
-                       else "fails when your code runs again alone")
+                why = (
+                    "its checks saved nothing (check replaced?)"
+                    if missing
+                    else "fails when your code runs again alone"
+                )
                 first = rerun[0]["public"].splitlines()[0] if rerun else None
-                cell.outputs.append(_failure(
-                    "VerificationError",
-                    f"VerificationError: passed here, but {why}"
-                    + (f"\n{first}" if first else "")))
+                cell.outputs.append(
+                    _failure(
+                        "VerificationError",
+                        f"VerificationError: passed here, but {why}"
+                        + (f"\n{first}" if first else ""),
+                    )
+                )
         cell_errors = [
-            {"cell": c.metadata.get("nbgrader", {}).get("grade_id", f"cell {i + 1}"),
-             "ename": str(o.get("ename", ""))[:100], "evalue": str(o.get("evalue", ""))[:300]}
-            for i, c in enumerate(code_cells) if not is_test_cell(c)
-            for o in c.get("outputs", [])[:1000] if o.get("output_type") == "error"
+            {
+                "cell": c.metadata.get("nbgrader", {}).get("grade_id", f"cell {i + 1}"),
+                "ename": str(o.get("ename", ""))[:100],
+                "evalue": str(o.get("evalue", ""))[:300],
+            }
+            for i, c in enumerate(code_cells)
+            if not is_test_cell(c)
+            for o in c.get("outputs", [])[:1000]
+            if o.get("output_type") == "error"
         ]
         report = {
             "student": info["student"],
             "assignment": info["assignment"],
             "notebook": info["notebook"],
-            "kernel_timed_out": [c.metadata.get("nbgrader", {}).get("grade_id", i)
-                                 for i, c in enumerate(code_cells) if _timed_out(c)],
+            "kernel_timed_out": [
+                c.metadata.get("nbgrader", {}).get("grade_id", i)
+                for i, c in enumerate(code_cells)
+                if _timed_out(c)
+            ],
             "tampered": tampered,
             "failed": failed,
             "cell_errors": cell_errors,
@@ -249,13 +277,12 @@ class JudgeChecks(NbGraderPreprocessor):
             "verification": result,
             **{k: v for k, v in measured.items() if k != "kernel_records"},
         }
-        path = Path(self.output_root, info["student"], info["assignment"],
-                    info["notebook"] + ".json")
+        path = Path(
+            self.output_root, info["student"], info["assignment"], info["notebook"] + ".json"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1) + "\n")
         return nb, resources
-
-
 
 
 def released_source(source: str) -> str:
@@ -281,8 +308,11 @@ class RestoreTestCells(OverwriteCells):
             self.log.debug("restored the hidden tests of cell %s", name)
             return
         if attr == "checksum":
-            self.log.warning("test cell %s was edited in the submission; it is graded as "
-                             "released, with the original source", name)
+            self.log.warning(
+                "test cell %s was edited in the submission; it is graded as "
+                "released, with the original source",
+                name,
+            )
             return
         super().report_change(name, attr, old, new)
 
@@ -292,11 +322,14 @@ class RestoreTestCells(OverwriteCells):
         if grade_id is not None and cell.metadata.get("nbgrader", {}).get("locked"):
             try:
                 source = self.gradebook.find_source_cell(
-                    grade_id, self.notebook_id, self.assignment_id).source
+                    grade_id, self.notebook_id, self.assignment_id
+                ).source
             except MissingEntry:
                 source = None
             self._untouched = source is not None and cell.source in (
-                source, released_source(source))
+                source,
+                released_source(source),
+            )
         return super().preprocess_cell(cell, resources, cell_index)
 
 

@@ -55,8 +55,9 @@ def _tol(expected: np.ndarray) -> dict:
     return {"rtol": 1e-6, "atol": 1e-9 * scale}
 
 
-def _compare(name: str, actual, expected: np.ndarray, *, case: str, hints=(), shapes=(),
-             tol=None) -> str:
+def _compare(
+    name: str, actual, expected: np.ndarray, *, case: str, hints=(), shapes=(), tol=None
+) -> str:
     """``assert_close`` that names the case and, for a wrong shape, what it suggests.
 
     Args:
@@ -75,16 +76,20 @@ def _compare(name: str, actual, expected: np.ndarray, *, case: str, hints=(), sh
     if type(actual) is np.ndarray and actual.shape != expected.shape:
         for shape, why in shapes:
             if actual.shape == tuple(shape):
-                raise CheckFailed(f"{name}: wrong shape",
-                                  (f" {actual.shape}, expected {expected.shape}",
-                                   f" for {case}"), why)
+                raise CheckFailed(
+                    f"{name}: wrong shape",
+                    (f" {actual.shape}, expected {expected.shape}", f" for {case}"),
+                    why,
+                )
     try:
-        how = assert_close(name, actual, expected, hints=hints,
-                           **(_tol(expected) if tol is None else tol))
+        how = assert_close(
+            name, actual, expected, hints=hints, **(_tol(expected) if tol is None else tol)
+        )
     except AssertionError as err:
         err = as_failure(err)
-        raise CheckFailed(err.what, (*err.detail[:1], f" for {case}", *err.detail[1:]),
-                          err.hint) from None
+        raise CheckFailed(
+            err.what, (*err.detail[:1], f" for {case}", *err.detail[1:]), err.hint
+        ) from None
     return f"{name} for {case}: {how}"
 
 
@@ -125,10 +130,13 @@ def _carried_node(name, outputs, group, a, g, own_expected, wrong, hints, shapes
     ``own_expected``: what the student's own upstream nodes give."""
     actual = outputs[f"{group}/{name}"]
     return carried_forward(
-        name, partial(_compare, name, actual, g[name], case=_label(a), shapes=shapes,
-                      hints=hints),
+        name,
+        partial(_compare, name, actual, g[name], case=_label(a), shapes=shapes, hints=hints),
         partial(_compare, name, actual, own_expected, case=_label(a))
-        if wrong and isinstance(own_expected, np.ndarray) else None, wrong)
+        if wrong and isinstance(own_expected, np.ndarray)
+        else None,
+        wrong,
+    )
 
 
 def _graph(x, gamma, dout, epsilon) -> dict:
@@ -145,8 +153,16 @@ def _graph(x, gamma, dout, epsilon) -> dict:
     dvar = -0.5 * np.sum(dxhat * xmu, axis=0) * (var + epsilon) ** -1.5
     dmean = -np.sum(dxhat, axis=0) / std + dvar * (-2.0 / n) * np.sum(xmu, axis=0)
     return {
-        "n": n, "var": var, "std": std, "xmu": xmu, "xhat": cache["xhat"],
-        "dbeta": dbeta, "dgamma": dgamma, "dxhat": dxhat, "dvar": dvar, "dmean": dmean,
+        "n": n,
+        "var": var,
+        "std": std,
+        "xmu": xmu,
+        "xhat": cache["xhat"],
+        "dbeta": dbeta,
+        "dgamma": dgamma,
+        "dxhat": dxhat,
+        "dvar": dvar,
+        "dmean": dmean,
         "dx": dx,
     }
 
@@ -156,8 +172,9 @@ def _hints_common(a, node, g) -> list:
     no_gamma = _graph(a["x"], np.ones_like(a["gamma"]), a["dout"], a["epsilon"])
     hints = [(DOUT_NOT_DXHAT, no_gamma[node])]
     if a["epsilon"] != DEFAULT_EPSILON:
-        hints.append((IGNORES_EPSILON,
-                      _graph(a["x"], a["gamma"], a["dout"], DEFAULT_EPSILON)[node]))
+        hints.append(
+            (IGNORES_EPSILON, _graph(a["x"], a["gamma"], a["dout"], DEFAULT_EPSILON)[node])
+        )
     return hints
 
 
@@ -170,23 +187,41 @@ def _judge_params(inputs, outputs):
         g = _graph(x, a["gamma"], dout, eps)
         n, d = x.shape
         xhat_unbiased = g["xmu"] / np.sqrt(g["var"] * n / (n - 1) + eps)
-        lines.append(_compare(
-            "dbeta", outputs[f"{group}/dbeta"], g["dbeta"], case=_label(a),
-            shapes=_param_shapes(n, d),
-            hints=[(SUM_NOT_MEAN.format("dbeta"), g["dbeta"] / n),
-                   ("you swap dgamma and dbeta", g["dgamma"])]))
+        lines.append(
+            _compare(
+                "dbeta",
+                outputs[f"{group}/dbeta"],
+                g["dbeta"],
+                case=_label(a),
+                shapes=_param_shapes(n, d),
+                hints=[
+                    (SUM_NOT_MEAN.format("dbeta"), g["dbeta"] / n),
+                    ("you swap dgamma and dbeta", g["dgamma"]),
+                ],
+            )
+        )
         hints = [
             (SUM_NOT_MEAN.format("dgamma"), g["dgamma"] / n),
             ("you multiply dout by x instead of the normalised xhat", np.sum(dout * x, axis=0)),
-            ("you multiply dout by x - mean instead of xhat = (x - mean) / std",
-             np.sum(dout * g["xmu"], axis=0)),
+            (
+                "you multiply dout by x - mean instead of xhat = (x - mean) / std",
+                np.sum(dout * g["xmu"], axis=0),
+            ),
             (UNBIASED, np.sum(dout * xhat_unbiased, axis=0)),
             ("you swap dgamma and dbeta", g["dbeta"]),
         ]
         if eps != DEFAULT_EPSILON:
             hints.append((IGNORES_EPSILON, _graph(x, a["gamma"], dout, DEFAULT_EPSILON)["dgamma"]))
-        lines.append(_compare("dgamma", outputs[f"{group}/dgamma"], g["dgamma"], case=_label(a),
-                              shapes=_param_shapes(n, d), hints=hints))
+        lines.append(
+            _compare(
+                "dgamma",
+                outputs[f"{group}/dgamma"],
+                g["dgamma"],
+                case=_label(a),
+                shapes=_param_shapes(n, d),
+                hints=hints,
+            )
+        )
     return lines
 
 
@@ -198,15 +233,29 @@ def _judge_dxhat(inputs, outputs):
         g = _graph(a["x"], a["gamma"], a["dout"], a["epsilon"])
         d = a["x"].shape[1]
         dout = a["dout"]
-        lines.append(_compare(
-            "dxhat", outputs[f"{group}/dxhat"], g["dxhat"], case=_label(a),
-            shapes=[((d,), "you sum over the batch; dxhat has the shape of x, (N, D)")],
-            hints=[("you use dout itself; out = gamma * xhat + beta, so dxhat = dout * gamma",
-                    dout),
-                   ("you multiply dout by xhat (that is the term summed in dgamma)",
-                    dout * g["xhat"]),
-                   ("you divide dout by gamma; out = gamma * xhat + beta, so multiply",
-                    dout / a["gamma"])]))
+        lines.append(
+            _compare(
+                "dxhat",
+                outputs[f"{group}/dxhat"],
+                g["dxhat"],
+                case=_label(a),
+                shapes=[((d,), "you sum over the batch; dxhat has the shape of x, (N, D)")],
+                hints=[
+                    (
+                        "you use dout itself; out = gamma * xhat + beta, so dxhat = dout * gamma",
+                        dout,
+                    ),
+                    (
+                        "you multiply dout by xhat (that is the term summed in dgamma)",
+                        dout * g["xhat"],
+                    ),
+                    (
+                        "you divide dout by gamma; out = gamma * xhat + beta, so multiply",
+                        dout / a["gamma"],
+                    ),
+                ],
+            )
+        )
     return lines
 
 
@@ -220,19 +269,34 @@ def _judge_dvar(inputs, outputs):
         dvar, power = g["dvar"], (g["var"] + a["epsilon"]) ** -1.5
         hints = [
             ("you leave out the factor -1/2 of d/dvar (var + epsilon)**(-1/2)", -2.0 * dvar),
-            ("you have the sign wrong: the derivative of (var + epsilon)**(-1/2) is negative",
-             -dvar),
-            ("you use the power -1/2 instead of -3/2 of (var + epsilon)",
-             dvar * (g["var"] + a["epsilon"])),
-            ("you multiply dxhat by xhat instead of x - mean",
-             -0.5 * np.sum(g["dxhat"] * g["xhat"], axis=0) * power),
+            (
+                "you have the sign wrong: the derivative of (var + epsilon)**(-1/2) is negative",
+                -dvar,
+            ),
+            (
+                "you use the power -1/2 instead of -3/2 of (var + epsilon)",
+                dvar * (g["var"] + a["epsilon"]),
+            ),
+            (
+                "you multiply dxhat by xhat instead of x - mean",
+                -0.5 * np.sum(g["dxhat"] * g["xhat"], axis=0) * power,
+            ),
             (SUM_NOT_MEAN.format("dvar"), dvar / n),
         ]
         wrong, own = _wrong_upstream(outputs, group, g, ("dxhat",))
-        lines.append(_carried_node(
-            "dvar", outputs, group, a, g,
-            wrong and own and -0.5 * np.sum(own["dxhat"] * g["xmu"], axis=0) * power, wrong,
-            _hints_common(a, "dvar", g) + hints, _param_shapes(n, d)))
+        lines.append(
+            _carried_node(
+                "dvar",
+                outputs,
+                group,
+                a,
+                g,
+                wrong and own and -0.5 * np.sum(own["dxhat"] * g["xmu"], axis=0) * power,
+                wrong,
+                _hints_common(a, "dvar", g) + hints,
+                _param_shapes(n, d),
+            )
+        )
     return lines
 
 
@@ -250,11 +314,24 @@ def _judge_dmean(inputs, outputs):
             (SUM_NOT_MEAN.format("dmean"), dmean / n),
         ]
         wrong, own = _wrong_upstream(outputs, group, g, ("dxhat", "dvar"))
-        lines.append(_carried_node(
-            "dmean", outputs, group, a, g,
-            wrong and own and (-np.sum(own["dxhat"], axis=0) / g["std"]
-                       + own["dvar"] * (-2.0 / n) * np.sum(g["xmu"], axis=0)), wrong,
-            _hints_common(a, "dmean", g) + hints, _param_shapes(n, d)))
+        lines.append(
+            _carried_node(
+                "dmean",
+                outputs,
+                group,
+                a,
+                g,
+                wrong
+                and own
+                and (
+                    -np.sum(own["dxhat"], axis=0) / g["std"]
+                    + own["dvar"] * (-2.0 / n) * np.sum(g["xmu"], axis=0)
+                ),
+                wrong,
+                _hints_common(a, "dmean", g) + hints,
+                _param_shapes(n, d),
+            )
+        )
     return lines
 
 
@@ -269,22 +346,37 @@ def _judge_dx(inputs, outputs):
         via_var = g["dvar"] * 2 * g["xmu"] / n
         via_mean = g["dmean"] / n
         hints = [
-            ("you leave out the path through the variance, dvar * 2 * (x - mean) / N",
-             direct + via_mean),
+            (
+                "you leave out the path through the variance, dvar * 2 * (x - mean) / N",
+                direct + via_mean,
+            ),
             ("you leave out the path through the mean, dmean / N", direct + via_var),
             ("you treat the mean and the variance as constants (dx = dxhat / std)", direct),
-            ("you leave out the 1/N of the mean's path, dmean / N",
-             direct + via_var + g["dmean"]),
-            ("you leave out the 1/N of the variance's path, dvar * 2 * (x - mean) / N",
-             direct + via_var * n + via_mean),
-            ("you divide by N - 1 in the variance's path; BN's variance divides by N",
-             direct + via_var * n / (n - 1) + via_mean),
+            ("you leave out the 1/N of the mean's path, dmean / N", direct + via_var + g["dmean"]),
+            (
+                "you leave out the 1/N of the variance's path, dvar * 2 * (x - mean) / N",
+                direct + via_var * n + via_mean,
+            ),
+            (
+                "you divide by N - 1 in the variance's path; BN's variance divides by N",
+                direct + via_var * n / (n - 1) + via_mean,
+            ),
         ]
         wrong, own = _wrong_upstream(outputs, group, g, ("dxhat", "dvar", "dmean"))
-        lines.append(_carried_node(
-            "dx", outputs, group, a, g,
-            wrong and own and (own["dxhat"] / g["std"] + own["dvar"] * 2 * g["xmu"] / n
-                       + own["dmean"] / n), wrong, _hints_common(a, "dx", g) + hints))
+        lines.append(
+            _carried_node(
+                "dx",
+                outputs,
+                group,
+                a,
+                g,
+                wrong
+                and own
+                and (own["dxhat"] / g["std"] + own["dvar"] * 2 * g["xmu"] / n + own["dmean"] / n),
+                wrong,
+                _hints_common(a, "dx", g) + hints,
+            )
+        )
     return lines
 
 
@@ -296,10 +388,22 @@ def _compare_grads(outputs, group, expected, *, case, hints, shapes) -> list:
     dx, dgamma, dbeta = expected
     return [
         _compare("dx", outputs[f"{group}/dx"], dx, case=case, hints=hints),
-        _compare("dgamma", outputs[f"{group}/dgamma"], dgamma, case=case, shapes=shapes,
-                 hints=[(SWAPPED, dbeta)]),
-        _compare("dbeta", outputs[f"{group}/dbeta"], dbeta, case=case, shapes=shapes,
-                 hints=[(SWAPPED, dgamma)]),
+        _compare(
+            "dgamma",
+            outputs[f"{group}/dgamma"],
+            dgamma,
+            case=case,
+            shapes=shapes,
+            hints=[(SWAPPED, dbeta)],
+        ),
+        _compare(
+            "dbeta",
+            outputs[f"{group}/dbeta"],
+            dbeta,
+            case=case,
+            shapes=shapes,
+            hints=[(SWAPPED, dgamma)],
+        ),
     ]
 
 
@@ -324,17 +428,27 @@ def _judge_closed(inputs, outputs):
         bracket = n * dout.astype(np.float64) - db - xhat * dg
         hints = [
             ("you leave out the 1/N in front of the bracket", gamma * inv_std * bracket),
-            ("you leave out the term xhat * dgamma (the path through the variance)",
-             gamma * inv_std / n * (bracket + xhat * dg)),
-            ("you leave out the term dbeta (the path through the mean)",
-             gamma * inv_std / n * (bracket + db)),
+            (
+                "you leave out the term xhat * dgamma (the path through the variance)",
+                gamma * inv_std / n * (bracket + xhat * dg),
+            ),
+            (
+                "you leave out the term dbeta (the path through the mean)",
+                gamma * inv_std / n * (bracket + db),
+            ),
             ("you use dout instead of dout * gamma (gamma is missing)", inv_std / n * bracket),
         ]
         if eps != DEFAULT_EPSILON:
             wrong_eps = _reference_grads(x, gamma, dout, DEFAULT_EPSILON)[0][0]
             hints.append((IGNORES_EPSILON, wrong_eps))
-        lines += _compare_grads(outputs, group, (dx, dgamma, dbeta), case=_label(a),
-                                hints=hints, shapes=_param_shapes(n, d))
+        lines += _compare_grads(
+            outputs,
+            group,
+            (dx, dgamma, dbeta),
+            case=_label(a),
+            hints=hints,
+            shapes=_param_shapes(n, d),
+        )
     return lines
 
 
@@ -369,14 +483,14 @@ def _judge_numgrad(inputs, outputs):
         h = float(a["h"]) if given_h else 1e-5
         f = numgrad_function(kind, a)
         if kind.startswith("cube"):
-            expected = dout * (3 * x ** 2 + h ** 2)
-            analytic = dout * 3 * x ** 2
-            unweighted = 3 * x ** 2 + h ** 2
+            expected = dout * (3 * x**2 + h**2)
+            analytic = dout * 3 * x**2
+            unweighted = 3 * x**2 + h**2
             what = "f(x) = x**3"
         else:
             t = np.tanh(x @ a["W"])
-            expected = analytic = ((1 - t ** 2) * dout) @ a["W"].T
-            unweighted = (1 - t ** 2) @ a["W"].T
+            expected = analytic = ((1 - t**2) * dout) @ a["W"].T
+            unweighted = (1 - t**2) @ a["W"].T
             what = "f(x) = tanh(x @ W)"
         hints = [
             (ONE_SIDED, _one_sided(f, x, dout, h)),
@@ -386,8 +500,16 @@ def _judge_numgrad(inputs, outputs):
         if given_h:
             hints.append(("you ignore the h argument and use 1e-5", analytic))
         case = f"{what}, x of shape {x.shape}" + (f", h={h:g}" if given_h else "")
-        lines.append(_compare("gradient", outputs[f"{kind}/grad"], expected, case=case,
-                              hints=hints, tol={"rtol": 1e-6, "atol": 1e-7}))
+        lines.append(
+            _compare(
+                "gradient",
+                outputs[f"{kind}/grad"],
+                expected,
+                case=case,
+                hints=hints,
+                tol={"rtol": 1e-6, "atol": 1e-7},
+            )
+        )
     return lines
 
 
@@ -405,8 +527,9 @@ COUNT_N = "you use N (the batch size) as the count; each channel averages N * H 
 def _per_position(x, gamma, beta, epsilon):
     """numpy_bn's forward with statistics over N only: every (h, w, c) its own feature."""
     n, hw = x.shape[0], x.shape[1] * x.shape[2]
-    return _numpy_bn().batchnorm_forward(x.reshape(n, -1), np.tile(gamma, hw),
-                                         np.tile(beta, hw), epsilon)
+    return _numpy_bn().batchnorm_forward(
+        x.reshape(n, -1), np.tile(gamma, hw), np.tile(beta, hw), epsilon
+    )
 
 
 def _reshape_channels_first(x, gamma, beta, epsilon):
@@ -432,8 +555,16 @@ def _judge_nhwc_forward(inputs, outputs):
         ]
         if eps != DEFAULT_EPSILON:
             hints.append((IGNORES_EPSILON, nb.batchnorm_forward(x, gamma, beta)[0]))
-        lines.append(_compare("out", outputs[f"{group}/out"], expected, case=_label(a),
-                              hints=hints, tol={"rtol": 1e-7, "atol": 1e-9}))
+        lines.append(
+            _compare(
+                "out",
+                outputs[f"{group}/out"],
+                expected,
+                case=_label(a),
+                hints=hints,
+                tol={"rtol": 1e-7, "atol": 1e-9},
+            )
+        )
     return lines
 
 
@@ -463,13 +594,16 @@ def _judge_nhwc_backward(inputs, outputs):
         _, per_sample = nb.instancenorm_forward(x, gamma, zeros, eps)
         hints = [
             (COUNT_N, scale / n * (n * dout - dbeta - cache["xhat"] * dgamma)),
-            (PER_POSITION,
-             nb.batchnorm_backward_alt(dout.reshape(n, -1), per_position)[0].reshape(x.shape)),
+            (
+                PER_POSITION,
+                nb.batchnorm_backward_alt(dout.reshape(n, -1), per_position)[0].reshape(x.shape),
+            ),
             (PER_SAMPLE_HW, nb.instancenorm_backward(dout, per_sample)[0]),
         ]
         if eps != DEFAULT_EPSILON:
             wrong_eps = _reference_grads(x, gamma, dout, DEFAULT_EPSILON)[0][0]
             hints.append((IGNORES_EPSILON, wrong_eps))
-        lines += _compare_grads(outputs, group, (dx, dgamma, dbeta), case=_label(a),
-                                hints=hints, shapes=_nhwc_shapes(x))
+        lines += _compare_grads(
+            outputs, group, (dx, dgamma, dbeta), case=_label(a), hints=hints, shapes=_nhwc_shapes(x)
+        )
     return lines

@@ -42,9 +42,19 @@ def _reference_course(root: Path, assignment: str, students: list[str]) -> Cours
 
 def _autograde(course: Course, assignment: str, *extra, env=None) -> float:
     started = time.perf_counter()
-    proc = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "autograde",
-                           assignment, "--create", *extra], cwd=course.path,
-                          env=env or course.env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "nbgrader"),
+            "autograde",
+            assignment,
+            "--create",
+            *extra,
+        ],
+        cwd=course.path,
+        env=env or course.env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"nbgrader autograde failed:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - started
@@ -69,15 +79,19 @@ def mixed_class(root: Path, size: int) -> Course:
 def grade_class(course: Course, *args) -> float:
     """Seconds ``python -m bncourse.grading.classrun ARGS`` takes on ``course``."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bncourse.grading.classrun", *args],
-                          cwd=course.path, env=course.env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bncourse.grading.classrun", *args],
+        cwd=course.path,
+        env=course.env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"classrun failed:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - started
 
 
-def run(problem_sets=None, class_size: int = 300, speedup_size: int = 24,
-        repeats: int = 3) -> dict:
+def run(problem_sets=None, class_size: int = 300, speedup_size: int = 24, repeats: int = 3) -> dict:
     """Measure; returns ``{"rows", "overhead", "class", "speedup"}`` (see format_report)."""
     names = list(problem_sets or PROBLEM_SETS)
     rows = []
@@ -86,22 +100,25 @@ def run(problem_sets=None, class_size: int = 300, speedup_size: int = 24,
         for name in names:
             course = _reference_course(root, name, ["reference"])
             seconds = _autograde(course, name)
-            report = json.loads((course.path / "verification" / "reference" / name /
-                                 f"{name}.json").read_text())
+            report = json.loads(
+                (course.path / "verification" / "reference" / name / f"{name}.json").read_text()
+            )
             score = sum(course.scores(name)["reference"][g] for g in course.max_points(name))
             verification = report["verification"]
-            rows.append({
-                "problem_set": name,
-                "autograde_seconds": seconds,
-                "kernel_seconds": report.get("kernel_seconds"),
-                "kernel_peak_mb": report.get("kernel_peak_mb"),
-                "verify_seconds": verification["seconds"],
-                "verify_peak_mb": verification["max_rss_mb"],
-                "cpu_seconds": (report.get("kernel_cpu_seconds") or 0)
-                + (verification.get("cpu_seconds") or 0),
-                "score": score,
-                "max_score": sum(course.max_points(name).values()),
-            })
+            rows.append(
+                {
+                    "problem_set": name,
+                    "autograde_seconds": seconds,
+                    "kernel_seconds": report.get("kernel_seconds"),
+                    "kernel_peak_mb": report.get("kernel_peak_mb"),
+                    "verify_seconds": verification["seconds"],
+                    "verify_peak_mb": verification["max_rss_mb"],
+                    "cpu_seconds": (report.get("kernel_cpu_seconds") or 0)
+                    + (verification.get("cpu_seconds") or 0),
+                    "score": score,
+                    "max_score": sum(course.max_points(name).values()),
+                }
+            )
         overhead = None
         if repeats > 0:
             course = _reference_course(root / "overhead", "ps1-forward", ["reference"])
@@ -110,25 +127,36 @@ def run(problem_sets=None, class_size: int = 300, speedup_size: int = 24,
             times = {"sandbox": [], "no_sandbox": []}
             for _ in range(repeats):
                 times["sandbox"].append(_autograde(course, "ps1-forward", "--force"))
-                times["no_sandbox"].append(_autograde(course, "ps1-forward", "--force",
-                                                      env=plain))
+                times["no_sandbox"].append(_autograde(course, "ps1-forward", "--force", env=plain))
             medians = {k: statistics.median(v) for k, v in times.items()}
-            overhead = {"repeats": repeats, "seconds": times, "median": medians,
-                        "ratio": medians["sandbox"] / medians["no_sandbox"]}
+            overhead = {
+                "repeats": repeats,
+                "seconds": times,
+                "median": medians,
+                "ratio": medians["sandbox"] / medians["no_sandbox"],
+            }
         klass = None
         if class_size > 0:
             course = mixed_class(root / "class", class_size)
             seconds = grade_class(course)
-            klass = {"problem_set": "ps1-forward", "students": class_size,
-                     "workers": os.cpu_count(), "seconds": seconds,
-                     "per_student": seconds / class_size}
+            klass = {
+                "problem_set": "ps1-forward",
+                "students": class_size,
+                "workers": os.cpu_count(),
+                "seconds": seconds,
+                "per_student": seconds / class_size,
+            }
         speedup = None
         if speedup_size > 0:
             course = mixed_class(root / "speedup", speedup_size)
             one = grade_class(course, "--workers", "1")
             two = grade_class(course, "--workers", "2", "--force")
-            speedup = {"students": speedup_size, "one_worker": one, "two_workers": two,
-                       "ratio": one / two}
+            speedup = {
+                "students": speedup_size,
+                "one_worker": one,
+                "two_workers": two,
+                "ratio": one / two,
+            }
     return {"rows": rows, "overhead": overhead, "class": klass, "speedup": speedup}
 
 
@@ -143,8 +171,9 @@ def save(result: dict, path, *, started_load=None, benchmark: str = "grading") -
     provenance["load_average_at_start"] = started_load
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps({"benchmark": benchmark, **result, "provenance": provenance},
-                              indent=1) + "\n")
+    tmp.write_text(
+        json.dumps({"benchmark": benchmark, **result, "provenance": provenance}, indent=1) + "\n"
+    )
     tmp.replace(path)
     return path
 
@@ -158,8 +187,9 @@ def load_any(path, benchmark: str) -> dict:
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable {benchmark} benchmark ({e})") from e
     if data.get("benchmark") != benchmark or not data.get("rows"):
-        raise ValueError(f"{path}: not a {benchmark} benchmark result (no 'benchmark': "
-                         f"{benchmark!r} with rows)")
+        raise ValueError(
+            f"{path}: not a {benchmark} benchmark result (no 'benchmark': {benchmark!r} with rows)"
+        )
     return data
 
 
@@ -187,19 +217,24 @@ def format_report(result: dict) -> str:
         lines.append(
             f"One ps1 submission, median of {o['repeats']}: {o['median']['sandbox']:.2f} s in "
             f"the sandbox, {o['median']['no_sandbox']:.2f} s without: {o['ratio']:.2f}x "
-            "(budget 1.2x)")
+            "(budget 1.2x)"
+        )
     k = result.get("class")
     if k:
         lines.append(
             f"A class of {k['students']} {k['problem_set']} submissions (honest, buggy, blank) "
             f"with {k['workers']} workers: {k['seconds']:.0f} s in all, "
             f"{k['per_student']:.2f} s per student ({k['seconds'] / 360:.2f}x of the 6-minute "
-            "budget)")
+            "budget)"
+        )
     sp = result.get("speedup")
     if sp:
         lines.append(
             f"{sp['students']} submissions: {sp['one_worker']:.0f} s with 1 worker, "
-            f"{sp['two_workers']:.0f} s with 2: a speed-up of {sp['ratio']:.2f}x")
-    lines.append("kernel: the notebook's own run; verify: the checks re-run in a fresh "
-                 "sandbox. MB: peak resident memory, measured from outside the sandbox.")
+            f"{sp['two_workers']:.0f} s with 2: a speed-up of {sp['ratio']:.2f}x"
+        )
+    lines.append(
+        "kernel: the notebook's own run; verify: the checks re-run in a fresh "
+        "sandbox. MB: peak resident memory, measured from outside the sandbox."
+    )
     return "\n".join(lines)

@@ -46,8 +46,9 @@ def submissions(root: Path, assignments=None) -> list[tuple[str, str]]:
     names = list(assignments) if assignments else list(PROBLEM_SETS)
     unknown = [a for a in names if a not in PROBLEM_SETS]
     if unknown:
-        raise ValueError(f"unknown assignment(s): {', '.join(unknown)}; "
-                         f"known: {', '.join(PROBLEM_SETS)}")
+        raise ValueError(
+            f"unknown assignment(s): {', '.join(unknown)}; known: {', '.join(PROBLEM_SETS)}"
+        )
     found = []
     submitted = root / "submitted"
     if submitted.is_dir():
@@ -88,8 +89,16 @@ def _write_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def finished(root: Path, student: str, assignment: str, *, success: bool, started: float,
-             sandbox: bool, error: str) -> dict:
+def finished(
+    root: Path,
+    student: str,
+    assignment: str,
+    *,
+    success: bool,
+    started: float,
+    sandbox: bool,
+    error: str,
+) -> dict:
     """Write a graded submission's marker (what :func:`is_done` looks for) and return it."""
     record = {
         "student": student,
@@ -104,24 +113,48 @@ def finished(root: Path, student: str, assignment: str, *, success: bool, starte
     return record
 
 
-def grade_one(root: str, student: str, assignment: str, slot: int, *, sandbox: bool = True,
-              db_url: str | None = None, bin_dir: str | None = None) -> dict:
+def grade_one(
+    root: str,
+    student: str,
+    assignment: str,
+    slot: int,
+    *,
+    sandbox: bool = True,
+    db_url: str | None = None,
+    bin_dir: str | None = None,
+) -> dict:
     """Autograde one submission with nbgrader in sandbox slot ``slot``; write its marker."""
     root_path = Path(root)
     bin_dir = bin_dir or str(Path(sys.executable).parent)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-               BNCOURSE_SANDBOX_SLOT=str(slot))
+    env = dict(
+        os.environ,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        BNCOURSE_SANDBOX_SLOT=str(slot),
+    )
     if not sandbox:
         env["BNCOURSE_NO_SANDBOX"] = "1"
-    cmd = [os.path.join(bin_dir, "nbgrader"), "autograde", assignment, "--student", student,
-           "--create", "--force"]
+    cmd = [
+        os.path.join(bin_dir, "nbgrader"),
+        "autograde",
+        assignment,
+        "--student",
+        student,
+        "--create",
+        "--force",
+    ]
     if db_url:
         cmd.append(f"--CourseDirectory.db_url={db_url}")
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root_path, env=env, capture_output=True, text=True)
-    return finished(root_path, student, assignment, success=proc.returncode == 0,
-                    started=started, sandbox=sandbox,
-                    error=proc.stderr if proc.returncode else "")
+    return finished(
+        root_path,
+        student,
+        assignment,
+        success=proc.returncode == 0,
+        started=started,
+        sandbox=sandbox,
+        error=proc.stderr if proc.returncode else "",
+    )
 
 
 def worker_main(slot: int, db_url: str | None) -> int:
@@ -146,25 +179,32 @@ def worker_main(slot: int, db_url: str | None) -> int:
         job = json.loads(line)
         started = time.perf_counter()
         result = api.autograde(job["assignment"], job["student"], force=True, create=True)
-        record = finished(root, job["student"], job["assignment"],
-                          success=bool(result.get("success")), started=started,
-                          sandbox=os.environ.get("BNCOURSE_NO_SANDBOX") != "1",
-                          error=result.get("error") or "")
+        record = finished(
+            root,
+            job["student"],
+            job["assignment"],
+            success=bool(result.get("success")),
+            started=started,
+            sandbox=os.environ.get("BNCOURSE_NO_SANDBOX") != "1",
+            error=result.get("error") or "",
+        )
         out.write(json.dumps(record) + "\n")
         out.flush()
     return 0
 
 
-def run_local(root: Path, jobs: list, workers: int, *, sandbox: bool, db_url=None,
-              log=None) -> list:
+def run_local(
+    root: Path, jobs: list, workers: int, *, sandbox: bool, db_url=None, log=None
+) -> list:
     """Grade ``jobs`` on this machine with ``workers`` worker processes, each in a sandbox
     slot of its own; their logs go to ``log`` (a file object) or are dropped."""
     progress = Progress(len(jobs))
     pending = list(reversed(jobs))
     lock = threading.Lock()
     results = []
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
-                                f"{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     if not sandbox:
         env["BNCOURSE_NO_SANDBOX"] = "1"
 
@@ -172,22 +212,29 @@ def run_local(root: Path, jobs: list, workers: int, *, sandbox: bool, db_url=Non
         cmd = [sys.executable, "-m", "bncourse.grading.classrun", "--worker", str(slot)]
         if db_url:
             cmd += ["--db-url", db_url]
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL,
-                                text=True, bufsize=1)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log or subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
         try:
             while True:
                 with lock:
                     if not pending:
                         break
                     student, assignment = pending.pop()
-                proc.stdin.write(json.dumps({"student": student, "assignment": assignment})
-                                 + "\n")
+                proc.stdin.write(json.dumps({"student": student, "assignment": assignment}) + "\n")
                 proc.stdin.flush()
                 line = proc.stdout.readline()
                 if not line:
-                    raise RuntimeError(f"grading worker {slot} died while grading "
-                                       f"{student}/{assignment}")
+                    raise RuntimeError(
+                        f"grading worker {slot} died while grading {student}/{assignment}"
+                    )
                 result = json.loads(line)
                 with lock:
                     results.append(result)
@@ -208,8 +255,9 @@ def _dask_grade(root, student, assignment, sandbox, db_url, bin_dir):
     if "slot" not in _WORKER_SLOT:
         _WORKER_SLOT["slot"] = claim_slot()
     slot = _WORKER_SLOT["slot"]
-    return grade_one(root, student, assignment, slot, sandbox=sandbox, db_url=db_url,
-                     bin_dir=bin_dir)
+    return grade_one(
+        root, student, assignment, slot, sandbox=sandbox, db_url=db_url, bin_dir=bin_dir
+    )
 
 
 def run_dask(root: Path, jobs: list, scheduler: str, *, sandbox: bool, db_url=None) -> list:
@@ -220,8 +268,20 @@ def run_dask(root: Path, jobs: list, scheduler: str, *, sandbox: bool, db_url=No
     results = []
     bin_dir = str(Path(sys.executable).parent)
     with Client(scheduler, timeout=30) as client:
-        futures = [client.submit(_dask_grade, str(root), s, a, sandbox, db_url, bin_dir,
-                                 key=f"grade-{a}-{s}", pure=False) for s, a in jobs]
+        futures = [
+            client.submit(
+                _dask_grade,
+                str(root),
+                s,
+                a,
+                sandbox,
+                db_url,
+                bin_dir,
+                key=f"grade-{a}-{s}",
+                pure=False,
+            )
+            for s, a in jobs
+        ]
         for future in dask_completed(futures):
             result = future.result()
             results.append(result)
@@ -235,27 +295,46 @@ def finish(root: Path, assignments: list, *, db_url=None) -> None:
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     extra = [f"--CourseDirectory.db_url={db_url}"] if db_url else []
     for name in assignments:
-        subprocess.run([os.path.join(bin_dir, "nbgrader"), "generate_feedback", name,
-                        "--force", *extra], cwd=root, env=env, capture_output=True)
-    subprocess.run([os.path.join(bin_dir, "nbgrader"), "export", *extra], cwd=root, env=env,
-                   capture_output=True)
+        subprocess.run(
+            [os.path.join(bin_dir, "nbgrader"), "generate_feedback", name, "--force", *extra],
+            cwd=root,
+            env=env,
+            capture_output=True,
+        )
+    subprocess.run(
+        [os.path.join(bin_dir, "nbgrader"), "export", *extra],
+        cwd=root,
+        env=env,
+        capture_output=True,
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bncourse.grading.classrun",
-        description="Autograde every submission under submitted/, in parallel and resumably.")
+        description="Autograde every submission under submitted/, in parallel and resumably.",
+    )
     parser.add_argument("assignments", nargs="*", help="problem sets (default: all)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="parallel graders on this machine (default: one per core)")
-    parser.add_argument("--force", action="store_true",
-                        help="grade again submissions that are already graded")
-    parser.add_argument("--no-sandbox", action="store_true",
-                        help="run student code without the OS sandbox (trusted notebooks only;"
-                             " the report says so)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="parallel graders on this machine (default: one per core)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="grade again submissions that are already graded"
+    )
+    parser.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run student code without the OS sandbox (trusted notebooks only; the report says so)",
+    )
     parser.add_argument("--scheduler", help="a dask.distributed scheduler, tcp://HOST:PORT")
-    parser.add_argument("--db-url", help="nbgrader's gradebook URL (default: sqlite in the "
-                                         "course root), e.g. postgresql://user@host/db")
+    parser.add_argument(
+        "--db-url",
+        help="nbgrader's gradebook URL (default: sqlite in the "
+        "course root), e.g. postgresql://user@host/db",
+    )
     parser.add_argument("--root", default=".", help="the course root (default: .)")
     parser.add_argument("--worker", type=int, metavar="SLOT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -279,28 +358,37 @@ def main(argv=None) -> int:
     missing = missing_assignments(root, sorted({a for _, a in found}), args.db_url)
     if missing:
         where = args.db_url or str(root / "gradebook.db")
-        print(f"error: {', '.join(missing)} not in the gradebook at {where}: run `nbgrader "
-              f"generate_assignment NAME` with the same gradebook first", file=sys.stderr)
+        print(
+            f"error: {', '.join(missing)} not in the gradebook at {where}: run `nbgrader "
+            f"generate_assignment NAME` with the same gradebook first",
+            file=sys.stderr,
+        )
         return 2
     jobs = [job for job in found if args.force or not is_done(root, *job)]
-    print(f"{len(found)} submission(s), {len(found) - len(jobs)} already graded, "
-          f"{len(jobs)} to grade"
-          + ("" if args.no_sandbox else " in the sandbox")
-          + (f" on {args.scheduler}" if args.scheduler else f" with {args.workers} worker(s)"),
-          file=sys.stderr)
+    print(
+        f"{len(found)} submission(s), {len(found) - len(jobs)} already graded, "
+        f"{len(jobs)} to grade"
+        + ("" if args.no_sandbox else " in the sandbox")
+        + (f" on {args.scheduler}" if args.scheduler else f" with {args.workers} worker(s)"),
+        file=sys.stderr,
+    )
     if args.no_sandbox:
-        print("warning: --no-sandbox: student code runs with the grader's rights",
-              file=sys.stderr)
+        print("warning: --no-sandbox: student code runs with the grader's rights", file=sys.stderr)
     if jobs:
         if args.scheduler:
-            run_dask(root, jobs, args.scheduler, sandbox=not args.no_sandbox,
-                     db_url=args.db_url)
+            run_dask(root, jobs, args.scheduler, sandbox=not args.no_sandbox, db_url=args.db_url)
         else:
             log_path = root / "verification" / "classrun.log"
             log_path.parent.mkdir(exist_ok=True)
             with open(log_path, "a") as log:
-                run_local(root, jobs, args.workers, sandbox=not args.no_sandbox,
-                          db_url=args.db_url, log=log)
+                run_local(
+                    root,
+                    jobs,
+                    args.workers,
+                    sandbox=not args.no_sandbox,
+                    db_url=args.db_url,
+                    log=log,
+                )
     graded = sorted({a for _, a in found})
     finish(root, graded, db_url=args.db_url)
     return 0

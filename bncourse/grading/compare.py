@@ -75,19 +75,26 @@ def assert_close(
     """
     actual = require_array(name, actual)
     if actual.shape != expected.shape:
-        raise CheckFailed(f"{name}: wrong shape", f" {actual.shape}, expected {expected.shape}",
-                          _matching_hint(actual, hints, rtol, atol))
+        raise CheckFailed(
+            f"{name}: wrong shape",
+            f" {actual.shape}, expected {expected.shape}",
+            _matching_hint(actual, hints, rtol, atol),
+        )
     if check_dtype and actual.dtype != expected.dtype:
-        raise CheckFailed(f"{name}: wrong dtype", f" {actual.dtype}, expected {expected.dtype}",
-                          "compute in the input's precision and return that dtype")
+        raise CheckFailed(
+            f"{name}: wrong dtype",
+            f" {actual.dtype}, expected {expected.dtype}",
+            "compute in the input's precision and return that dtype",
+        )
     if _array_equal(actual, expected):
         return "exact"
     a = actual.astype(_float64)
     e = expected.astype(_float64)
     if actual.size and not _all(_isfinite(a)) and _all(_isfinite(e)):
         bad = _argmax(~_isfinite(a))
-        raise CheckFailed(f"{name}: inf or NaN where none were expected",
-                          f", first at {_where(a.shape, bad)}")
+        raise CheckFailed(
+            f"{name}: inf or NaN where none were expected", f", first at {_where(a.shape, bad)}"
+        )
     diff = _abs(a - e)
     diff[_isnan(a) & _isnan(e)] = 0.0
     worst = _argmax(diff)
@@ -96,9 +103,12 @@ def assert_close(
         return f"approximately equal, largest difference {diff.reshape(-1)[worst]:.3g} at {at}"
     raise CheckFailed(
         f"{name}: wrong values",
-        (f", off by {diff.reshape(-1)[worst]:.3g} at index {at}",
-         f" (got {a.reshape(-1)[worst]:.4g}, expected {e.reshape(-1)[worst]:.4g})"),
-        _matching_hint(actual, hints, rtol, atol))
+        (
+            f", off by {diff.reshape(-1)[worst]:.3g} at index {at}",
+            f" (got {a.reshape(-1)[worst]:.4g}, expected {e.reshape(-1)[worst]:.4g})",
+        ),
+        _matching_hint(actual, hints, rtol, atol),
+    )
 
 
 def _matching_hint(actual, hints, rtol, atol):
@@ -117,8 +127,10 @@ def assert_equal(name: str, actual, expected) -> str:
     does not pass.
     """
     if type(actual) is not type(expected):
-        raise CheckFailed(f"{name}: expected a {type(expected).__name__}",
-                          f" ({expected!r}), got a {type(actual).__name__} ({actual!r})")
+        raise CheckFailed(
+            f"{name}: expected a {type(expected).__name__}",
+            f" ({expected!r}), got a {type(actual).__name__} ({actual!r})",
+        )
     if actual != expected:
         raise CheckFailed(f"{name}: wrong value", f", expected {expected!r}, got {actual!r}")
     return "exact"
@@ -160,10 +172,13 @@ def own_wrong(name: str, got: dict, expected: dict, **tol) -> str | None:
     differs from the reference (``expected``), else None."""
     for label, value in expected.items():
         mine = _asarray(got[label])
-        if mine.shape != value.shape or not _close(mine.astype(_float64),
-                                                   # mutation-equivalent: _close casts to
-                                                   # float64 itself
-                                                   _asarray(value, _float64), **_tols(tol)):
+        if mine.shape != value.shape or not _close(
+            mine.astype(_float64),
+            # mutation-equivalent: _close casts to
+            # float64 itself
+            _asarray(value, _float64),
+            **_tols(tol),
+        ):
             return name
     return None
 

@@ -42,8 +42,12 @@ class Course:
     def nbgrader(self, *args, check=True, cwd=None) -> subprocess.CompletedProcess:
         """Run ``nbgrader ARGS`` in the course root (the venv's bin first on PATH)."""
         proc = subprocess.run(
-            [str(BIN / "nbgrader"), *args], cwd=cwd or self.path, env=self.env,
-            capture_output=True, text=True, timeout=1800,
+            [str(BIN / "nbgrader"), *args],
+            cwd=cwd or self.path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
         )
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -102,8 +106,9 @@ def graded_points(nb) -> tuple[dict, dict]:
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("grade"):
-            (manual if meta.get("solution") else automatic)[meta["grade_id"]] = \
-                float(meta["points"])
+            (manual if meta.get("solution") else automatic)[meta["grade_id"]] = float(
+                meta["points"]
+            )
     return automatic, manual
 
 
@@ -118,8 +123,14 @@ def outline(name: str, source=None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no source notebook for problem set {name!r}: {path}")
     nb = nbformat.read(path, as_version=4)
-    intro = next((c.source for c in nb.cells if c.cell_type == "markdown"
-                  and c.source.lstrip().startswith("# ")), None)
+    intro = next(
+        (
+            c.source
+            for c in nb.cells
+            if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")
+        ),
+        None,
+    )
     if intro is None:
         raise ValueError(f"{path} has no markdown cell that opens with a '# ' title")
     title = intro.lstrip().splitlines()[0][2:].strip()
@@ -134,8 +145,13 @@ def outline(name: str, source=None) -> dict:
         else:
             current = None
     automatic, manual = graded_points(nb)
-    return {"title": title, "steps": steps, "automatic": sum(automatic.values()),
-            "manual": sum(manual.values()), "parts": len(automatic)}
+    return {
+        "title": title,
+        "steps": steps,
+        "automatic": sum(automatic.values()),
+        "manual": sum(manual.values()),
+        "parts": len(automatic),
+    }
 
 
 def grade_id(cell) -> str | None:

@@ -49,12 +49,23 @@ PACKAGE = Path(__file__).resolve().parents[1]
 STUDENT_VIEW = ("__init__.py", "matplotlibrc", "grading/__init__.py", "grading/student")
 # Module files a problem set may also import (``ProblemSet.allowed``), by module name.
 ALLOWED_FILES = {"bncourse.data": "data.py", "bncourse.data_files": "data_files.py"}
-FRAMEWORK_PACKAGES = ("keras", "tensorflow", "tensorflow_io_gcs_filesystem", "jax",
-                      "jaxlib", "tf_keras", "torch", "flax", "ml_dtypes_keras")
+FRAMEWORK_PACKAGES = (
+    "keras",
+    "tensorflow",
+    "tensorflow_io_gcs_filesystem",
+    "jax",
+    "jaxlib",
+    "tf_keras",
+    "torch",
+    "flax",
+    "ml_dtypes_keras",
+)
 UID_BASE = 61000
 SANDBOX_TOOL = "bwrap"
-INSTALL_HINT = ("install Debian's bubblewrap (as root: apt-get install bubblewrap; "
-                "`make setup` does it), or pass --no-sandbox for trusted notebooks only")
+INSTALL_HINT = (
+    "install Debian's bubblewrap (as root: apt-get install bubblewrap; "
+    "`make setup` does it), or pass --no-sandbox for trusted notebooks only"
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -146,18 +157,39 @@ def check_available() -> None:
         raise SandboxUnavailable(f"the sandbox tool {SANDBOX_TOOL} was not found: {INSTALL_HINT}")
     for needed in ("prlimit", "setpriv"):
         if shutil.which(needed) is None:
-            raise SandboxUnavailable(f"{needed} (util-linux) was not found; it is needed to "
-                                     "limit and drop the sandbox's privileges")
+            raise SandboxUnavailable(
+                f"{needed} (util-linux) was not found; it is needed to "
+                "limit and drop the sandbox's privileges"
+            )
     if os.geteuid() != 0:
         raise SandboxUnavailable(
             "grading in the sandbox needs root (the sandbox drops to a user id of its own); "
-            "run the grader as root, or pass --no-sandbox for trusted notebooks only")
-    probe = subprocess.run([tool, "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
-                            "--symlink", "usr/lib64", "/lib64", "--unshare-net", "--",
-                            "/usr/bin/true"], capture_output=True, text=True)
+            "run the grader as root, or pass --no-sandbox for trusted notebooks only"
+        )
+    probe = subprocess.run(
+        [
+            tool,
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--unshare-net",
+            "--",
+            "/usr/bin/true",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
-        raise SandboxUnavailable(f"{SANDBOX_TOOL} cannot start a sandbox here: "
-                                 f"{probe.stderr.strip() or probe.returncode}")
+        raise SandboxUnavailable(
+            f"{SANDBOX_TOOL} cannot start a sandbox here: "
+            f"{probe.stderr.strip() or probe.returncode}"
+        )
 
 
 def _site_packages() -> Path:
@@ -225,8 +257,9 @@ def stage_data(ps: "ProblemSet") -> Path | None:
         (x, y), (x_test, y_test) = data.load_dataset(name, download=False)
         folder = dest / data._SUBDIRS[name]
         folder.mkdir(parents=True, exist_ok=True)
-        for stem, array in zip(data.IDX_FILES, (x[:n_train], y[:n_train], x_test[:n_test],
-                                                 y_test[:n_test])):
+        for stem, array in zip(
+            data.IDX_FILES, (x[:n_train], y[:n_train], x_test[:n_test], y_test[:n_test])
+        ):
             data.write_idx(folder / f"{stem}.gz", array)
     os.chmod(dest, 0o755)
     _STAGED[ps.data] = dest
@@ -298,8 +331,9 @@ class Sandbox:
         if self.workdir is not None:
             # links stay links: followed here, as root, they would copy any file of the
             # machine into the sandbox
-            shutil.copytree(self.workdir, self.work, symlinks=True,
-                            ignore=shutil.ignore_patterns(".*"))
+            shutil.copytree(
+                self.workdir, self.work, symlinks=True, ignore=shutil.ignore_patterns(".*")
+            )
         self.work.mkdir(parents=True, exist_ok=True)
         self.results.mkdir(parents=True)
         self.out.mkdir()
@@ -355,18 +389,42 @@ class Sandbox:
             raise RuntimeError("enter the Sandbox (with ...) before asking for its command")
         prefix = Path(sys.base_prefix).resolve()
         venv = Path(sys.prefix).resolve()
-        args = [SANDBOX_TOOL, "--unshare-ipc", "--unshare-pid", "--unshare-net",
-                "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-                "--clearenv", "--hostname", "sandbox",
-                "--ro-bind", "/usr", "/usr", *_root_links(), "--ro-bind", "/etc", "/etc",
-                "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        args = [
+            SANDBOX_TOOL,
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
+            "--hostname",
+            "sandbox",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            *_root_links(),
+            "--ro-bind",
+            "/etc",
+            "/etc",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/tmp",
+        ]
         binds = [prefix]
         if venv != prefix:
             binds.append(venv)
         # bubblewrap makes missing parents of a mount point readable by root only; the
         # sandbox's user must be able to walk down to each mount
-        args += _parents([*binds, PACKAGE, self.home, self.out, Path(STAGED_DATA),
-                          Path(KERAS_DATASETS)])
+        args += _parents(
+            [*binds, PACKAGE, self.home, self.out, Path(STAGED_DATA), Path(KERAS_DATASETS)]
+        )
         for path in binds:
             args += ["--ro-bind", str(path), str(path)]
         args += ["--ro-bind", str(self.view_root / "bncourse"), str(PACKAGE)]
@@ -377,12 +435,28 @@ class Sandbox:
                     args += ["--tmpfs", str(site / name)]
         data_args, _ = _data_binds(self.staged)
         args += data_args
-        args += ["--bind", str(self.home), str(self.home), "--bind", str(self.out),
-                 str(self.out), "--chdir", str(cwd or self.work)]
+        args += [
+            "--bind",
+            str(self.home),
+            str(self.home),
+            "--bind",
+            str(self.out),
+            str(self.out),
+            "--chdir",
+            str(cwd or self.work),
+        ]
         for key, value in self.env().items():
             args += ["--setenv", key, value]
-        drop = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
-                "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
+        drop = [
+            "setpriv",
+            f"--reuid={self.uid}",
+            f"--regid={self.uid}",
+            "--clear-groups",
+            "--no-new-privs",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ]
         return [*args, "--", *drop, *self.limits.prlimit(), *argv]
 
     def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
@@ -392,9 +466,13 @@ class Sandbox:
             env = dict(os.environ, **{k: v for k, v in self.env().items() if k != "PATH"})
             if self.staged is not None:
                 env["BNCOURSE_DATA_DIR"] = str(self.staged)
-            return subprocess.Popen(argv, start_new_session=True, env=env,
-                                    cwd=self.workdir if self.workdir is not None else self.work,
-                                    **kwargs)
+            return subprocess.Popen(
+                argv,
+                start_new_session=True,
+                env=env,
+                cwd=self.workdir if self.workdir is not None else self.work,
+                **kwargs,
+            )
         return subprocess.Popen(self.command(argv), start_new_session=True, **kwargs)
 
 
@@ -460,8 +538,9 @@ def kill_tree(proc: subprocess.Popen) -> None:
         pass
 
 
-def run(sandbox: Sandbox, argv: list[str], *, wall_seconds: float, stdout=None,
-        stderr=None) -> dict:
+def run(
+    sandbox: Sandbox, argv: list[str], *, wall_seconds: float, stdout=None, stderr=None
+) -> dict:
     """Run ``argv`` in ``sandbox`` to the end or to ``wall_seconds``, then kill it.
 
     Returns ``{"returncode", "timed_out", "seconds", "cpu_seconds", "max_rss_mb"}``; the
@@ -469,8 +548,9 @@ def run(sandbox: Sandbox, argv: list[str], *, wall_seconds: float, stdout=None,
     """
     started = time.monotonic()
     with UsageMeter(sandbox.uid) as meter:
-        proc = sandbox.popen(argv, stdout=stdout or subprocess.DEVNULL,
-                             stderr=stderr or subprocess.DEVNULL)
+        proc = sandbox.popen(
+            argv, stdout=stdout or subprocess.DEVNULL, stderr=stderr or subprocess.DEVNULL
+        )
         timed_out = False
         try:
             proc.wait(timeout=wall_seconds)

@@ -30,6 +30,7 @@ HIDDEN = (300, 200, 100)
 
 # ============================================================ the reference
 
+
 def _keras_bn(case: dict, input_shape=None):
     """``keras.layers.BatchNormalization`` with the case's arguments, built, with its weights."""
     keras = reference("keras")
@@ -102,24 +103,30 @@ def _judge_facts(outputs) -> None:
     if bn in outputs["facts/mro"].tolist():
         raise AssertionError(
             "MyBatchNorm is a subclass of keras.layers.BatchNormalization\n"
-            "hint: derive it from keras.layers.Layer and write the layer yourself")
+            "hint: derive it from keras.layers.Layer and write the layer yourself"
+        )
     for key in sorted(k for k in outputs if k.endswith("/paths")):
         nested = [p for p in outputs[key].tolist() if p.count("/") > 1]
         if nested:
             raise AssertionError(
                 f"MyBatchNorm has variables of a layer inside it ({nested[0]})\n"
-                "hint: create the four weights with self.add_weight in build")
-    calls = {k: int(outputs.get(f"facts/calls/{k}", 0)) for k in
-             ("layer", "moments", "batch_normalization")}
+                "hint: create the four weights with self.add_weight in build"
+            )
+    calls = {
+        k: int(outputs.get(f"facts/calls/{k}", 0))
+        for k in ("layer", "moments", "batch_normalization")
+    }
     if calls["layer"]:
         raise AssertionError(
             f"keras.layers.BatchNormalization ran {calls['layer']} time(s) in your code\n"
-            "hint: it is the reference your layer is compared with: do not use it")
+            "hint: it is the reference your layer is compared with: do not use it"
+        )
     for name in ("moments", "batch_normalization"):
         if calls[name]:
             raise AssertionError(
                 f"keras.ops.{name} ran {calls[name]} time(s) in your code\n"
-                "hint: write it with keras.ops.mean, square, sqrt and arithmetic")
+                "hint: write it with keras.ops.mean, square, sqrt and arithmetic"
+            )
 
 
 def _judge_layer_facts(judge):
@@ -146,6 +153,7 @@ def _describe(case: dict) -> str:
 
 # ============================================================ 1. moments
 
+
 @JUDGES.judge("moments_visible")
 @JUDGES.judge("moments")
 def _judge_moments(inputs, outputs):
@@ -153,7 +161,8 @@ def _judge_moments(inputs, outputs):
     if any(calls.values()):
         raise AssertionError(
             "moments called keras.ops.moments (or keras.ops.batch_normalization)\n"
-            "hint: write the mean and variance yourself with keras.ops.mean and .square")
+            "hint: write the mean and variance yourself with keras.ops.mean and .square"
+        )
     lines = []
     for key, case in cases(inputs).items():
         x = case["x"]
@@ -166,31 +175,50 @@ def _judge_moments(inputs, outputs):
             got = outputs[f"{key}/{label}"]
             if type(got) is np.ndarray and got.shape != expected.shape:
                 raise CheckFailed(
-                    f"{label}: wrong shape", (f" {got.shape}, expected {expected.shape}",
-                                              f" for {where}"),
-                    "average over every axis except the feature axis, one value per feature")
+                    f"{label}: wrong shape",
+                    (f" {got.shape}, expected {expected.shape}", f" for {where}"),
+                    "average over every axis except the feature axis, one value per feature",
+                )
         _, b_var = _stats(x, axis)
         n = x.size // x.shape[axis]
-        lines.append(f"mean for {where}: " + assert_close("mean", outputs[f"{key}/mean"],
-                                                          mean, **TOL))
+        lines.append(
+            f"mean for {where}: " + assert_close("mean", outputs[f"{key}/mean"], mean, **TOL)
+        )
         try:
-            lines.append(f"var for {where}: " + assert_close(
-                "var", outputs[f"{key}/var"], var, **TOL,
-                hints=[("you divide by N - 1 (the unbiased variance); BN divides by N",
-                        (b_var * n / (n - 1)).reshape(-1)),
-                       ("you return the standard deviation instead of the variance",
-                        np.sqrt(b_var).reshape(-1))]))
+            lines.append(
+                f"var for {where}: "
+                + assert_close(
+                    "var",
+                    outputs[f"{key}/var"],
+                    var,
+                    **TOL,
+                    hints=[
+                        (
+                            "you divide by N - 1 (the unbiased variance); BN divides by N",
+                            (b_var * n / (n - 1)).reshape(-1),
+                        ),
+                        (
+                            "you return the standard deviation instead of the variance",
+                            np.sqrt(b_var).reshape(-1),
+                        ),
+                    ],
+                )
+            )
         except AssertionError as err:
             if not case.get("one_pass_fails"):
                 raise
             err = as_failure(err)
-            raise CheckFailed(err.what, err.detail,
-                              "E[x**2] - E[x]**2 loses the variance in float32 at mean 1000: "
-                              "subtract the mean first") from None
+            raise CheckFailed(
+                err.what,
+                err.detail,
+                "E[x**2] - E[x]**2 loses the variance in float32 at mean 1000: "
+                "subtract the mean first",
+            ) from None
     return lines
 
 
 # ============================================================ 2. build: the weights
+
 
 @JUDGES.judge("build_visible")
 @JUDGES.judge("build")
@@ -207,39 +235,59 @@ def _judge_build(inputs, outputs):
             if "moving_var" in got:
                 hint = "\nhint: name the variance 'moving_variance', as Keras does"
             elif sorted(got) == sorted(names):
-                hint = ("\nhint: create them in Keras's order, so that get_weights and "
-                        "set_weights match")
+                hint = (
+                    "\nhint: create them in Keras's order, so that get_weights and "
+                    "set_weights match"
+                )
             raise AssertionError(f"{where}: expected the weights {names}, got {got}{hint}")
-        assert_equal(f"{where}: the shapes of {names}", tuple(outputs[f"{key}/shapes"].tolist()),
-                     tuple(str(tuple(v.shape)) for v in ref.weights))
+        assert_equal(
+            f"{where}: the shapes of {names}",
+            tuple(outputs[f"{key}/shapes"].tolist()),
+            tuple(str(tuple(v.shape)) for v in ref.weights),
+        )
         trainable = tuple(bool(v.trainable) for v in ref.weights)
         got_trainable = tuple(bool(t) for t in outputs[f"{key}/trainable"].tolist())
         if got_trainable != trainable:
             raise AssertionError(
                 f"{where}: expected trainable flags {dict(zip(names, trainable))}, got "
                 f"{dict(zip(names, got_trainable))}\nhint: the moving statistics are not "
-                "learned: add them with trainable=False")
-        assert_equal(f"{where}: the dtypes of {names}", tuple(outputs[f"{key}/dtypes"].tolist()),
-                     tuple(str(v.dtype) for v in ref.weights))
+                "learned: add them with trainable=False"
+            )
+        assert_equal(
+            f"{where}: the dtypes of {names}",
+            tuple(outputs[f"{key}/dtypes"].tolist()),
+            tuple(str(v.dtype) for v in ref.weights),
+        )
         for i, v in enumerate(ref.weights):
-            assert_close(f"the initial {v.name}", outputs[f"{key}/value{i}"], _np(v), **EXACT,
-                         hints=[("you swapped the initializers of gamma and beta",
-                                 1.0 - _np(v))] if v.name in ("gamma", "beta") else [])
-        expected = tuple(str(names.index(n)) if getattr(ref, n, None) is not None else "-"
-                         for n in WEIGHTS)
+            assert_close(
+                f"the initial {v.name}",
+                outputs[f"{key}/value{i}"],
+                _np(v),
+                **EXACT,
+                hints=[("you swapped the initializers of gamma and beta", 1.0 - _np(v))]
+                if v.name in ("gamma", "beta")
+                else [],
+            )
+        expected = tuple(
+            str(names.index(n)) if getattr(ref, n, None) is not None else "-" for n in WEIGHTS
+        )
         got_attr = tuple(outputs[f"{key}/attributes"].tolist())
         for name, e, g in zip(WEIGHTS, expected, got_attr):
             if e != g:
                 raise AssertionError(
                     f"{where}: self.{name} should be "
                     + (f"the variable {name!r}" if e != "-" else "None (Keras's layer has none)")
-                    + ", got " + (f"the variable {names[int(g)]!r}" if g != "-" else "none"))
-        lines.append(f"{where}: weights {names}, trainable {trainable}, initial values as "
-                     "Keras's: exact")
+                    + ", got "
+                    + (f"the variable {names[int(g)]!r}" if g != "-" else "none")
+                )
+        lines.append(
+            f"{where}: weights {names}, trainable {trainable}, initial values as Keras's: exact"
+        )
     return lines
 
 
 # ============================================================ 3. training mode
+
 
 def _training_hints(case: dict) -> list:
     x = case["x"]
@@ -251,23 +299,36 @@ def _training_hints(case: dict) -> list:
     n = x.size // x.shape[axis]
     hints = [
         ("you leave out gamma and beta", _transform(x, axis, mean, var, None, None, eps)),
-        ("you add epsilon outside the square root: sqrt(var) + epsilon",
-         _transform(x, axis, mean, var, gamma, beta, eps, epsilon_outside=True)),
-        ("you use the unbiased variance (divide by N - 1)",
-         _transform(x, axis, mean, var * n / (n - 1), gamma, beta, eps)),
-        ("you normalise with the moving statistics although training=True",
-         _transform(x, axis, np.zeros(x.shape[axis]), np.ones(x.shape[axis]), gamma, beta, eps)),
+        (
+            "you add epsilon outside the square root: sqrt(var) + epsilon",
+            _transform(x, axis, mean, var, gamma, beta, eps, epsilon_outside=True),
+        ),
+        (
+            "you use the unbiased variance (divide by N - 1)",
+            _transform(x, axis, mean, var * n / (n - 1), gamma, beta, eps),
+        ),
+        (
+            "you normalise with the moving statistics although training=True",
+            _transform(x, axis, np.zeros(x.shape[axis]), np.ones(x.shape[axis]), gamma, beta, eps),
+        ),
     ]
     if gamma is not None and beta is not None:
-        hints.append(("you swap gamma and beta",
-                      _transform(x, axis, mean, var, beta, gamma, eps)))
+        hints.append(("you swap gamma and beta", _transform(x, axis, mean, var, beta, gamma, eps)))
     if x.ndim > 2:
         m0, v0 = _stats(x, axis, axes=(0,))
-        hints.append(("you average over the batch axis only, not all but the feature axis",
-                      _transform(x, axis, m0, v0, gamma, beta, eps)))
+        hints.append(
+            (
+                "you average over the batch axis only, not all but the feature axis",
+                _transform(x, axis, m0, v0, gamma, beta, eps),
+            )
+        )
     if beta is None:
-        hints.append(("you add beta although center=False",
-                      _transform(x, axis, mean, var, gamma, case["beta"], eps)))
+        hints.append(
+            (
+                "you add beta although center=False",
+                _transform(x, axis, mean, var, gamma, case["beta"], eps),
+            )
+        )
     return hints
 
 
@@ -283,14 +344,34 @@ def _judge_training(inputs, outputs):
         kwargs = case.get("kwargs", {})
 
         actual = outputs[f"{key}/out"]
-        own = None if not wrong else partial(assert_close, "out", actual, _transform(
-            x, axis, outputs[f"{key}/own_mean"], outputs[f"{key}/own_var"],
-            case["gamma"] if kwargs.get("scale", True) else None,
-            case["beta"] if kwargs.get("center", True) else None,
-            kwargs.get("epsilon", 1e-3)), **TOL)
-        lines.append(f"{_describe(case)}, training=True: " + carried_forward(
-            "out", partial(assert_close, "out", actual, expected, **TOL,
-                           hints=_training_hints(case)), own, wrong))
+        own = (
+            None
+            if not wrong
+            else partial(
+                assert_close,
+                "out",
+                actual,
+                _transform(
+                    x,
+                    axis,
+                    outputs[f"{key}/own_mean"],
+                    outputs[f"{key}/own_var"],
+                    case["gamma"] if kwargs.get("scale", True) else None,
+                    case["beta"] if kwargs.get("center", True) else None,
+                    kwargs.get("epsilon", 1e-3),
+                ),
+                **TOL,
+            )
+        )
+        lines.append(
+            f"{_describe(case)}, training=True: "
+            + carried_forward(
+                "out",
+                partial(assert_close, "out", actual, expected, **TOL, hints=_training_hints(case)),
+                own,
+                wrong,
+            )
+        )
     return lines
 
 
@@ -305,6 +386,7 @@ def _moments_wrong(outputs, prefix, x, case) -> list:
 
 
 # ============================================================ 4. the moving statistics
+
 
 def _simulate(case: dict, *, reversed_momentum=False, ddof=0, momentum=None, frozen=False):
     """The moving statistics after each batch, as a mistaken layer would compute them."""
@@ -336,16 +418,27 @@ def _judge_moving(inputs, outputs):
         first = case["batches"][0]
         ref = _keras_bn({"kwargs": case.get("kwargs", {})}, first.shape)
         mistakes = [
-            ("momentum reversed: Keras keeps moving * momentum + batch * (1 - momentum)",
-             _simulate(case, reversed_momentum=True)),
+            (
+                "momentum reversed: Keras keeps moving * momentum + batch * (1 - momentum)",
+                _simulate(case, reversed_momentum=True),
+            ),
             ("you use the unbiased variance (divide by N - 1)", _simulate(case, ddof=1)),
             ("you never update the moving statistics in training", _simulate(case, frozen=True)),
         ]
         if m != 0.99:
-            mistakes.append(("you always use momentum 0.99, not the layer's momentum",
-                             _simulate(case, momentum=0.99)))
-        wrong = sorted({w for step, x in enumerate(case["batches"])
-                        for w in _moments_wrong(outputs, f"{key}/step{step}", x, case)})
+            mistakes.append(
+                (
+                    "you always use momentum 0.99, not the layer's momentum",
+                    _simulate(case, momentum=0.99),
+                )
+            )
+        wrong = sorted(
+            {
+                w
+                for step, x in enumerate(case["batches"])
+                for w in _moments_wrong(outputs, f"{key}/step{step}", x, case)
+            }
+        )
         own_mean, own_var = np.zeros(first.shape[_feature_axis(first, case)]), None
         own_var = np.ones_like(own_mean)
         for step, x in enumerate(case["batches"]):
@@ -357,19 +450,29 @@ def _judge_moving(inputs, outputs):
             for name, own in (("moving_mean", own_mean), ("moving_variance", own_var)):
                 expected = _np(getattr(ref, name))
                 label, actual = f"{name} after call {step + 1}", outputs[f"{key}/step{step}/{name}"]
-                hints = [(d, h[step][name].astype(np.float32)) for d, h in mistakes
-                         if not (name == "moving_mean" and "unbiased" in d)]
+                hints = [
+                    (d, h[step][name].astype(np.float32))
+                    for d, h in mistakes
+                    if not (name == "moving_mean" and "unbiased" in d)
+                ]
                 carried_forward(
-                    label, partial(assert_close, label, actual, expected, **TOL, hints=hints),
+                    label,
+                    partial(assert_close, label, actual, expected, **TOL, hints=hints),
                     partial(assert_close, label, actual, own.astype(np.float32), **TOL)
-                    if wrong else None, wrong)
-        lines.append(f"{_signature(case)}, {len(case['batches'])} training calls on "
-                     f"{tuple(first.shape)} batches: moving_mean and moving_variance as "
-                     "Keras's after each")
+                    if wrong
+                    else None,
+                    wrong,
+                )
+        lines.append(
+            f"{_signature(case)}, {len(case['batches'])} training calls on "
+            f"{tuple(first.shape)} batches: moving_mean and moving_variance as "
+            "Keras's after each"
+        )
     return lines
 
 
 # ============================================================ 5. inference mode
+
 
 @JUDGES.judge("inference_visible")
 @JUDGES.judge("inference")
@@ -384,30 +487,53 @@ def _judge_inference(inputs, outputs):
         expected = _np(_keras_bn(case)(x, training=False))
         mean, var = _stats(x, axis)
         hints = [
-            ("you normalise with the batch's statistics; inference uses the moving ones",
-             _transform(x, axis, mean, var, gamma, beta, eps)),
-            ("you add epsilon outside the square root",
-             _transform(x, axis, mm, mv, gamma, beta, eps, epsilon_outside=True)),
-            ("you divide by moving_variance + epsilon, without the square root",
-             _transform(x, axis, mm, mv, gamma, beta, eps, root=False)),
+            (
+                "you normalise with the batch's statistics; inference uses the moving ones",
+                _transform(x, axis, mean, var, gamma, beta, eps),
+            ),
+            (
+                "you add epsilon outside the square root",
+                _transform(x, axis, mm, mv, gamma, beta, eps, epsilon_outside=True),
+            ),
+            (
+                "you divide by moving_variance + epsilon, without the square root",
+                _transform(x, axis, mm, mv, gamma, beta, eps, root=False),
+            ),
             ("you leave out gamma and beta", _transform(x, axis, mm, mv, None, None, eps)),
         ]
         # the state first: a layer that updates its moving statistics at inference also
         # normalises with the updated ones, and the output alone would not say why
         for name, before in (("moving_mean", mm), ("moving_variance", mv)):
-            _unchanged(f"{name} after the inference calls", outputs[f"{key}/after/{name}"],
-                       before, "you update the moving statistics at inference; only training may")
-        lines.append(f"{_describe(case)}, training=False: " + assert_close(
-            "out (training=False)", outputs[f"{key}/out_false"], expected, **TOL, hints=hints))
-        assert_close("out of layer(x), with training left out", outputs[f"{key}/out_default"],
-                     expected, **TOL,
-                     hints=[("you treat training=None as training; Keras's default is "
-                             "inference", _transform(x, axis, mean, var, gamma, beta, eps))])
+            _unchanged(
+                f"{name} after the inference calls",
+                outputs[f"{key}/after/{name}"],
+                before,
+                "you update the moving statistics at inference; only training may",
+            )
+        lines.append(
+            f"{_describe(case)}, training=False: "
+            + assert_close(
+                "out (training=False)", outputs[f"{key}/out_false"], expected, **TOL, hints=hints
+            )
+        )
+        assert_close(
+            "out of layer(x), with training left out",
+            outputs[f"{key}/out_default"],
+            expected,
+            **TOL,
+            hints=[
+                (
+                    "you treat training=None as training; Keras's default is inference",
+                    _transform(x, axis, mean, var, gamma, beta, eps),
+                )
+            ],
+        )
         lines.append("    layer(x) gives the same; the moving statistics are unchanged")
     return lines
 
 
 # ============================================================ 6. trainable=False
+
 
 @JUDGES.judge("trainable_visible")
 @JUDGES.judge("trainable")
@@ -423,32 +549,63 @@ def _judge_trainable(inputs, outputs):
         mm, mv = case["moving_mean"], case["moving_variance"]
         if case.get("model"):
             for name in ("gamma", "beta", "moving_mean", "moving_variance"):
-                _unchanged(f"{name} after one train_on_batch step of a model with the frozen "
-                           "layer", outputs[f"{key}/fit/{name}"], case[name],
-                           frozen_hint if name.startswith("moving") else
-                           "a frozen layer's weights are not trained")
-            lines.append(f"{_describe(case)}, frozen in a model: one train_on_batch step left "
-                         "gamma, beta and the moving statistics unchanged")
+                _unchanged(
+                    f"{name} after one train_on_batch step of a model with the frozen layer",
+                    outputs[f"{key}/fit/{name}"],
+                    case[name],
+                    frozen_hint
+                    if name.startswith("moving")
+                    else "a frozen layer's weights are not trained",
+                )
+            lines.append(
+                f"{_describe(case)}, frozen in a model: one train_on_batch step left "
+                "gamma, beta and the moving statistics unchanged"
+            )
             # Compared with the student's own layer that was never frozen, so that a mistake
             # in the training-mode formula costs the points of that part only.
-            lines.append("then layer.trainable = True; layer(x, training=True) is the output "
-                         "of a layer that was never frozen: " + assert_close(
-                             "out (training=True) after layer.trainable = True",
-                             outputs[f"{key}/out"], outputs[f"{key}/never_frozen"],
-                             rtol=1e-6, atol=1e-6,
-                             hints=[("read self.trainable in call each time, not once in "
-                                     "__init__", _transform(x, axis, mm, mv, gamma, beta, eps))]))
+            lines.append(
+                "then layer.trainable = True; layer(x, training=True) is the output "
+                "of a layer that was never frozen: "
+                + assert_close(
+                    "out (training=True) after layer.trainable = True",
+                    outputs[f"{key}/out"],
+                    outputs[f"{key}/never_frozen"],
+                    rtol=1e-6,
+                    atol=1e-6,
+                    hints=[
+                        (
+                            "read self.trainable in call each time, not once in __init__",
+                            _transform(x, axis, mm, mv, gamma, beta, eps),
+                        )
+                    ],
+                )
+            )
             continue
         ref = _keras_bn(case)
         ref.trainable = False
         expected = _np(ref(x, training=True))
         for name in ("moving_mean", "moving_variance"):  # the state first, as at inference
-            _unchanged(f"{name} after layer(x, training=True) with trainable=False",
-                       outputs[f"{key}/after/{name}"], case[name], frozen_hint)
-        lines.append(f"{_describe(case)}, trainable=False, training=True: " + assert_close(
-            "out (trainable=False, training=True)", outputs[f"{key}/out"], expected, **TOL,
-            hints=[("a frozen layer uses its moving statistics, even when training=True",
-                    _transform(x, axis, mean, var, gamma, beta, eps))]))
+            _unchanged(
+                f"{name} after layer(x, training=True) with trainable=False",
+                outputs[f"{key}/after/{name}"],
+                case[name],
+                frozen_hint,
+            )
+        lines.append(
+            f"{_describe(case)}, trainable=False, training=True: "
+            + assert_close(
+                "out (trainable=False, training=True)",
+                outputs[f"{key}/out"],
+                expected,
+                **TOL,
+                hints=[
+                    (
+                        "a frozen layer uses its moving statistics, even when training=True",
+                        _transform(x, axis, mean, var, gamma, beta, eps),
+                    )
+                ],
+            )
+        )
         lines.append("    the moving statistics are unchanged")
     return lines
 
@@ -466,7 +623,8 @@ def _judge_config(inputs, outputs):
     if owner.startswith("keras."):
         raise AssertionError(
             "MyBatchNorm does not define get_config\nhint: write get_config, starting "
-            "from super().get_config(), as Keras's own layers do")
+            "from super().get_config(), as Keras's own layers do"
+        )
     keras = reference("keras")
     lines = []
     for key, case in cases(inputs).items():
@@ -477,39 +635,59 @@ def _judge_config(inputs, outputs):
         keys = CONFIG_KEYS + (("name",) if "name" in kwargs else ())
         for k in keys:
             if k not in config:
-                where = ("; start from super().get_config(), which holds name, trainable and "
-                         "dtype" if k in ("name", "trainable") else "")
+                where = (
+                    "; start from super().get_config(), which holds name, trainable and dtype"
+                    if k in ("name", "trainable")
+                    else ""
+                )
                 raise AssertionError(f"{sig}.get_config() has no key {k!r}{where}")
             assert_equal(f"{sig}.get_config()[{k!r}]", config[k], expected[k])
         if not bool(outputs[f"{key}/clone_is_instance"]):
             raise AssertionError(
                 f"MyBatchNorm.from_config(config) returned a {outputs[f'{key}/clone_class']}, "
-                "not a MyBatchNorm")
+                "not a MyBatchNorm"
+            )
         clone_config = json.loads(str(outputs[f"{key}/clone_config"]))
         if clone_config != config:
             missing = "<missing>"
-            changes = [f"{k}: {config.get(k, missing)!r} became {clone_config.get(k, missing)!r}"
-                       for k in sorted(set(config) | set(clone_config))
-                       if config.get(k, missing) != clone_config.get(k, missing)]
+            changes = [
+                f"{k}: {config.get(k, missing)!r} became {clone_config.get(k, missing)!r}"
+                for k in sorted(set(config) | set(clone_config))
+                if config.get(k, missing) != clone_config.get(k, missing)
+            ]
             raise AssertionError(
                 f"the layer made by MyBatchNorm.from_config({sig}.get_config()) has a different "
-                f"config: {'; '.join(changes)}")
-        lines.append(f"{sig}.get_config(): {', '.join(f'{k}={config[k]!r}' for k in keys)} as "
-                     "Keras's; from_config gives the same config")
+                f"config: {'; '.join(changes)}"
+            )
+        lines.append(
+            f"{sig}.get_config(): {', '.join(f'{k}={config[k]!r}' for k in keys)} as "
+            "Keras's; from_config gives the same config"
+        )
         for mode, label in (("train", "training=True"), ("infer", "inference")):
-            lines.append(f"    the clone's output ({label}) is the original's: " + assert_close(
-                f"the clone's output ({label})", outputs[f"{key}/clone/{mode}"],
-                outputs[f"{key}/layer/{mode}"], rtol=1e-6, atol=1e-6))
+            lines.append(
+                f"    the clone's output ({label}) is the original's: "
+                + assert_close(
+                    f"the clone's output ({label})",
+                    outputs[f"{key}/clone/{mode}"],
+                    outputs[f"{key}/layer/{mode}"],
+                    rtol=1e-6,
+                    atol=1e-6,
+                )
+            )
     return lines
 
 
 # ============================================================ 8. the tutorial's MLP
 
+
 def _expected_layers() -> list:
     kinds = ["Flatten"]
     for units in HIDDEN:
-        kinds += [f"Dense({units}, use_bias=False, activation=linear)", "MyBatchNorm",
-                  "Activation(relu)"]
+        kinds += [
+            f"Dense({units}, use_bias=False, activation=linear)",
+            "MyBatchNorm",
+            "Activation(relu)",
+        ]
     kinds.append(f"Dense({CLASSES}, use_bias=True, activation=softmax)")
     return kinds
 
@@ -519,8 +697,11 @@ def _reference_mlp():
     keras = reference("keras")
     layers = [keras.Input(IMAGE), keras.layers.Flatten()]
     for units in HIDDEN:
-        layers += [keras.layers.Dense(units, use_bias=False),
-                   keras.layers.BatchNormalization(), keras.layers.Activation("relu")]
+        layers += [
+            keras.layers.Dense(units, use_bias=False),
+            keras.layers.BatchNormalization(),
+            keras.layers.Activation("relu"),
+        ]
     layers.append(keras.layers.Dense(CLASSES, activation="softmax"))
     return keras.Sequential(layers)
 
@@ -532,46 +713,65 @@ def _judge_mlp(inputs, outputs):
     keras = reference("keras")
     bn = qualname(keras.layers.BatchNormalization)
     if bn in outputs["layer_classes"].tolist():
-        raise AssertionError("your model uses keras.layers.BatchNormalization; use your own "
-                             "MyBatchNorm in it")
+        raise AssertionError(
+            "your model uses keras.layers.BatchNormalization; use your own MyBatchNorm in it"
+        )
     expected = _expected_layers()
     got = outputs["layers"].tolist()
     n_bn = got.count("MyBatchNorm")
     if n_bn != len(HIDDEN):
         raise AssertionError(
             f"your model has {n_bn} MyBatchNorm layer(s); expected {len(HIDDEN)}, one between "
-            "each hidden Dense layer and its ReLU")
+            "each hidden Dense layer and its ReLU"
+        )
     if got != expected:
-        i = next((i for i, (g, e) in enumerate(zip(got, expected)) if g != e),
-                 min(len(got), len(expected)))
+        i = next(
+            (i for i, (g, e) in enumerate(zip(got, expected)) if g != e),
+            min(len(got), len(expected)),
+        )
         raise AssertionError(
             f"layer {i + 1} of your model (not counting the Input) is "
             f"{got[i] if i < len(got) else 'missing'}; expected "
             f"{expected[i] if i < len(expected) else 'no more layers'}.\n"
-            f"expected: {', '.join(expected)}\ngot:      {', '.join(got)}")
+            f"expected: {', '.join(expected)}\ngot:      {', '.join(got)}"
+        )
     ref = _reference_mlp()
     lines = [f"layers: {', '.join(expected)}"]
-    for label, variables in (("trainable", ref.trainable_weights),
-                             ("non_trainable", ref.non_trainable_weights)):
+    for label, variables in (
+        ("trainable", ref.trainable_weights),
+        ("non_trainable", ref.non_trainable_weights),
+    ):
         count = int(sum(int(np.prod(tuple(v.shape))) for v in variables))
-        assert_equal(f"the number of {label.replace('_', '-')} parameters",
-                     int(outputs[f"{label}_params"]), count)
+        assert_equal(
+            f"the number of {label.replace('_', '-')} parameters",
+            int(outputs[f"{label}_params"]),
+            count,
+        )
         lines.append(f"{label.replace('_', '-')} parameters: {count}, as with Keras's BN")
     probs = outputs["probs"]
     x = inputs["x"]
     assert_equal("the shape of model(x)", tuple(probs.shape), (x.shape[0], CLASSES))
-    lines.append("the output's rows sum to 1 (softmax): " + assert_close(
-        "the sums of the output's rows", probs.astype(np.float64).sum(axis=1),
-        np.ones(x.shape[0]), rtol=0, atol=1e-5))
+    lines.append(
+        "the output's rows sum to 1 (softmax): "
+        + assert_close(
+            "the sums of the output's rows",
+            probs.astype(np.float64).sum(axis=1),
+            np.ones(x.shape[0]),
+            rtol=0,
+            atol=1e-5,
+        )
+    )
     if inputs["train"]:
         loss = float(outputs["loss"])
         if not np.isfinite(loss):
-            raise AssertionError(f"the loss of one train_on_batch step is {loss}, not a "
-                                 "finite number")
+            raise AssertionError(
+                f"the loss of one train_on_batch step is {loss}, not a finite number"
+            )
         lines.append(f"one train_on_batch step: loss {loss:.4f}")
         if not np.any(require_array("moving_mean", outputs["moving_mean"]) != 0):
             raise AssertionError(
                 "the first MyBatchNorm's moving_mean did not move in train_on_batch\n"
-                "hint: fit calls the layers with training=True: update it then")
+                "hint: fit calls the layers with training=True: update it then"
+            )
         lines.append("    the first MyBatchNorm's moving_mean moved")
     return lines

@@ -43,6 +43,12 @@ class SandboxedKernelManager(AsyncKernelManager):
         # ipykernel's own launcher, from the course's virtual environment; interrupts go
         # as messages because signals cannot cross into the sandbox's session
         self.kernel_spec.interrupt_mode = "message"
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file,
-                *(extra_arguments or [])]
+        argv = [
+            sys.executable,
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            self.connection_file,
+            *(extra_arguments or []),
+        ]
         return self.sandbox.command(argv)

@@ -49,7 +49,7 @@ class Mistake:
     blocks: tuple = ()
 
 
-_PS3_CALL_WRONG = '''\
+_PS3_CALL_WRONG = """\
     def call(self, inputs, training=None):
         ndim = len(inputs.shape)
         broadcast = [1] * ndim
@@ -68,28 +68,51 @@ _PS3_CALL_WRONG = '''\
         if self.center:
             out = out + ops.reshape(self.beta, broadcast)
         return out
-'''
+"""
 
 MISTAKES = (
-    Mistake("unbiased_variance", "ps1-forward", "batch_mean_var",
-            "def batch_mean_var(x):\n    return x.mean(axis=0), x.var(axis=0, ddof=1)\n",
-            "test_batch_mean_var"),
-    Mistake("epsilon_outside", "ps1-forward", "batchnorm_forward",
-            "def batchnorm_forward(x, gamma, beta, epsilon=1e-3):\n"
-            "    mean, var = batch_mean_var(x)\n"
-            "    return gamma * (x - mean) / (np.sqrt(var) + epsilon) + beta\n",
-            "test_batchnorm_forward"),
-    Mistake("wrong_axis", "ps1-forward", "batch_mean_var",
-            "def batch_mean_var(x):\n    return x.mean(axis=1), x.var(axis=1)\n",
-            "test_batch_mean_var", blocks=("test_batchnorm_forward", "test_BatchNorm1d")),
-    Mistake("momentum_reversed", "ps1-forward", "update_moving_stats",
-            "def update_moving_stats(moving_mean, moving_var, mean, var, momentum=0.99):\n"
-            "    return (moving_mean * (1 - momentum) + mean * momentum,\n"
-            "            moving_var * (1 - momentum) + var * momentum)\n",
-            "test_update_moving_stats"),
+    Mistake(
+        "unbiased_variance",
+        "ps1-forward",
+        "batch_mean_var",
+        "def batch_mean_var(x):\n    return x.mean(axis=0), x.var(axis=0, ddof=1)\n",
+        "test_batch_mean_var",
+    ),
+    Mistake(
+        "epsilon_outside",
+        "ps1-forward",
+        "batchnorm_forward",
+        "def batchnorm_forward(x, gamma, beta, epsilon=1e-3):\n"
+        "    mean, var = batch_mean_var(x)\n"
+        "    return gamma * (x - mean) / (np.sqrt(var) + epsilon) + beta\n",
+        "test_batchnorm_forward",
+    ),
+    Mistake(
+        "wrong_axis",
+        "ps1-forward",
+        "batch_mean_var",
+        "def batch_mean_var(x):\n    return x.mean(axis=1), x.var(axis=1)\n",
+        "test_batch_mean_var",
+        blocks=("test_batchnorm_forward", "test_BatchNorm1d"),
+    ),
+    Mistake(
+        "momentum_reversed",
+        "ps1-forward",
+        "update_moving_stats",
+        "def update_moving_stats(moving_mean, moving_var, mean, var, momentum=0.99):\n"
+        "    return (moving_mean * (1 - momentum) + mean * momentum,\n"
+        "            moving_var * (1 - momentum) + var * momentum)\n",
+        "test_update_moving_stats",
+    ),
     # the same update also runs in a frozen layer, which test_trainable checks
-    Mistake("inference_updates", "ps3-keras-layer", "MyBatchNorm", "", "test_inference",
-            blocks=("test_trainable",)),
+    Mistake(
+        "inference_updates",
+        "ps3-keras-layer",
+        "MyBatchNorm",
+        "",
+        "test_inference",
+        blocks=("test_trainable",),
+    ),
 )
 
 
@@ -135,15 +158,25 @@ def run_at_home(path: Path, timeout: int = 300):
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, 4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
     return nb
 
 
 def validate_output(path: Path) -> str:
     """What ``nbgrader validate`` prints for the notebook, run from its own folder."""
-    proc = subprocess.run([str(BIN / "nbgrader"), "validate", path.name], cwd=path.parent,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(BIN / "nbgrader"), "validate", path.name],
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return proc.stdout + proc.stderr
 
 
@@ -165,14 +198,22 @@ def measure(root: Path, mistakes=MISTAKES) -> list[dict]:
             shown = error_lines(run_at_home(home))
             validated = validate_output(home)
             course.submit(m.name, assignment, nb)
-            rows.append({"mistake": m.name, "assignment": assignment, "part": m.part,
-                         "cells_with_errors": sorted(shown),
-                         "lines": {k: len(v) for k, v in shown.items()},
-                         "hint_lines": [line for v in shown.values() for line in v
-                                        if "hint" in line],
-                         "validate_cut_hints": [line.strip() for line in validated.splitlines()
-                                                if "hint" in line and line.endswith("...")],
-                         "validate_stderr_failure": "cuInit" in validated})
+            rows.append(
+                {
+                    "mistake": m.name,
+                    "assignment": assignment,
+                    "part": m.part,
+                    "cells_with_errors": sorted(shown),
+                    "lines": {k: len(v) for k, v in shown.items()},
+                    "hint_lines": [line for v in shown.values() for line in v if "hint" in line],
+                    "validate_cut_hints": [
+                        line.strip()
+                        for line in validated.splitlines()
+                        if "hint" in line and line.endswith("...")
+                    ],
+                    "validate_stderr_failure": "cuInit" in validated,
+                }
+            )
         course.nbgrader("autograde", assignment, "--create", check=False)
         points = graded_points(source)[0]
         scores = course.scores(assignment)
@@ -189,31 +230,39 @@ def measure(root: Path, mistakes=MISTAKES) -> list[dict]:
 
 def format_report(rows: list[dict]) -> str:
     """The rows as a table: lines seen, hints cut by ``validate``, points lost, parts."""
-    lines = [f"{'mistake':<20}{'lines seen':>11}{'cut hints':>10}{'points lost':>12}  "
-             "failed parts"]
+    lines = [f"{'mistake':<20}{'lines seen':>11}{'cut hints':>10}{'points lost':>12}  failed parts"]
     for r in rows:
         seen = sum(r["lines"].values())
-        lines.append(f"{r['mistake']:<20}{seen:>11}{len(r['validate_cut_hints']):>10}"
-                     f"{r['points_lost']:>8g}/{r['max_points']:<3g}  "
-                     f"{', '.join(r['failed_parts'])}")
-    lines.append("lines seen: lines of error under the test cells when the notebook is run "
-                 "at home; cut hints: hint lines that nbgrader validate cuts short.")
+        lines.append(
+            f"{r['mistake']:<20}{seen:>11}{len(r['validate_cut_hints']):>10}"
+            f"{r['points_lost']:>8g}/{r['max_points']:<3g}  "
+            f"{', '.join(r['failed_parts'])}"
+        )
+    lines.append(
+        "lines seen: lines of error under the test cells when the notebook is run "
+        "at home; cut hints: hint lines that nbgrader validate cuts short."
+    )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bncourse.grading.mistakes",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bncourse.grading.mistakes", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--only", default="", help="comma-separated mistakes (default: all)")
-    parser.add_argument("--save", metavar="PATH",
-                        help="also write the rows with their provenance as JSON to PATH "
-                             "(results/benchmarks/mistakes.json is the committed one)")
+    parser.add_argument(
+        "--save",
+        metavar="PATH",
+        help="also write the rows with their provenance as JSON to PATH "
+        "(results/benchmarks/mistakes.json is the committed one)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - {m.name for m in MISTAKES})
     if unknown:
-        parser.error(f"unknown mistake(s) {', '.join(unknown)}; known: "
-                     f"{', '.join(m.name for m in MISTAKES)}")
+        parser.error(
+            f"unknown mistake(s) {', '.join(unknown)}; known: {', '.join(m.name for m in MISTAKES)}"
+        )
     chosen = [m for m in MISTAKES if not names or m.name in names]
     started_load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bncourse-mistakes-") as tmp:

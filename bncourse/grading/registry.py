@@ -38,9 +38,20 @@ from .student.problem_sets import (
 )
 
 __all__ = [
-    "BNCOURSE_MODULES", "FRAMEWORKS", "PROBLEM_SETS", "ProblemSet", "cell_timeout",
-    "problem_set", "producers_of", "Check", "JudgeRegistry", "judges_of", "checks_of",
-    "find_check", "reference", "capture_references",
+    "BNCOURSE_MODULES",
+    "FRAMEWORKS",
+    "PROBLEM_SETS",
+    "ProblemSet",
+    "cell_timeout",
+    "problem_set",
+    "producers_of",
+    "Check",
+    "JudgeRegistry",
+    "judges_of",
+    "checks_of",
+    "find_check",
+    "reference",
+    "capture_references",
 ]
 
 
@@ -110,8 +121,10 @@ def checks_of(ps: ProblemSet) -> dict:
         if unproduced:
             problems.append(f"no producer in {ps.producers_module} for {', '.join(unproduced)}")
         raise ValueError(f"the checks of {ps.name} do not pair up: {'; '.join(problems)}")
-    return {i: Check(i, p.description, p.make_inputs, p.produce, judges[i], p)
-            for i, p in producers.items()}
+    return {
+        i: Check(i, p.description, p.make_inputs, p.produce, judges[i], p)
+        for i, p in producers.items()
+    }
 
 
 def find_check(check_id: str) -> tuple[ProblemSet, Check]:
@@ -121,9 +134,7 @@ def find_check(check_id: str) -> tuple[ProblemSet, Check]:
             checks = checks_of(ps)
             if check_id in checks:
                 return ps, checks[check_id]
-            raise ValueError(
-                f"unknown check {check_id!r}; {ps.name} has: {', '.join(checks)}"
-            )
+            raise ValueError(f"unknown check {check_id!r}; {ps.name} has: {', '.join(checks)}")
     raise ValueError(f"unknown check {check_id!r}: its id names no problem set")
 
 
@@ -143,9 +154,7 @@ def reference(name: str):
     if name in _REFS.modules:
         return _REFS.modules[name]
     if _REFS.sealed:
-        raise RuntimeError(
-            f"the reference {name} was not captured before this notebook was sealed"
-        )
+        raise RuntimeError(f"the reference {name} was not captured before this notebook was sealed")
     return importlib.import_module(name)
 
 

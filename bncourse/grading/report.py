@@ -75,16 +75,19 @@ def collect(root=".", assignments=None, db_url=None) -> list[Row]:
         if assignments:
             unknown = sorted(set(assignments) - set(names))
             if unknown:
-                raise ValueError(f"unknown assignment(s): {', '.join(unknown)}; "
-                                 f"the gradebook has: {', '.join(names) or 'none'}")
+                raise ValueError(
+                    f"unknown assignment(s): {', '.join(unknown)}; "
+                    f"the gradebook has: {', '.join(names) or 'none'}"
+                )
             names = [n for n in names if n in assignments]
         students = sorted(s.id for s in gb.students)
         for name in names:
             assignment = gb.find_assignment(name)
             notebooks = [nb.name for nb in assignment.notebooks]
             for student in students:
-                rows.append(_row(gb, MissingEntry, root, name, notebooks, student,
-                                 assignment.max_score))
+                rows.append(
+                    _row(gb, MissingEntry, root, name, notebooks, student, assignment.max_score)
+                )
     return rows + misplaced(root, names)
 
 
@@ -99,10 +102,20 @@ def misplaced(root: Path, names: list) -> list[Row]:
         for entry in sorted(student.iterdir()):
             if entry.is_dir() and entry.name in names:
                 continue
-            rows.append(Row(student.name, entry.name, None, 0.0, "misplaced", [
-                f"submitted/{student.name}/{entry.name} is not a problem set's folder "
-                f"(expected submitted/{student.name}/<problem set>/<problem set>.ipynb, "
-                f"with a problem set among {', '.join(names)})"]))
+            rows.append(
+                Row(
+                    student.name,
+                    entry.name,
+                    None,
+                    0.0,
+                    "misplaced",
+                    [
+                        f"submitted/{student.name}/{entry.name} is not a problem set's folder "
+                        f"(expected submitted/{student.name}/<problem set>/<problem set>.ipynb, "
+                        f"with a problem set among {', '.join(names)})"
+                    ],
+                )
+            )
     return rows
 
 
@@ -123,12 +136,16 @@ def _row(gb, MissingEntry, root, name, notebooks, student, max_score) -> Row:
         sub_nb = submitted / f"{nb}.ipynb"
         if not sub_nb.exists():
             others = sorted(p.name for p in submitted.iterdir() if p.suffix == ".ipynb")
-            problems.append(f"{nb}.ipynb not submitted" + (
-                f" (found instead: {', '.join(others)}; rename it {nb}.ipynb)" if others else ""))
+            problems.append(
+                f"{nb}.ipynb not submitted"
+                + (f" (found instead: {', '.join(others)}; rename it {nb}.ipynb)" if others else "")
+            )
             continue
         if not autograded.exists():
-            problems.append(_notebook_problem(sub_nb) or
-                            f"{nb}.ipynb could not be graded (the kernel died or nbgrader failed)")
+            problems.append(
+                _notebook_problem(sub_nb)
+                or f"{nb}.ipynb could not be graded (the kernel died or nbgrader failed)"
+            )
             continue
         report = root / "verification" / student / name / f"{nb}.json"
         if report.exists():
@@ -141,9 +158,11 @@ def _row(gb, MissingEntry, root, name, notebooks, student, max_score) -> Row:
                 row.flags.append(f"killed after {data['kernel_killed_after']:g} s")
             errors = data.get("cell_errors") or []
             if errors:
-                row.flags.append("errors: " + ", ".join(
-                    f"{e['cell']} ({e['ename']})" for e in errors[:5])
-                    + (f" and {len(errors) - 5} more" if len(errors) > 5 else ""))
+                row.flags.append(
+                    "errors: "
+                    + ", ".join(f"{e['cell']} ({e['ename']})" for e in errors[:5])
+                    + (f" and {len(errors) - 5} more" if len(errors) > 5 else "")
+                )
             if data.get("sandbox") is False:
                 row.flags.append("graded without the sandbox (--no-sandbox)")
             row.failed_parts += data.get("failed", [])
@@ -152,8 +171,9 @@ def _row(gb, MissingEntry, root, name, notebooks, student, max_score) -> Row:
             verification = data.get("verification", {})
             row.kernel_seconds = data.get("kernel_seconds")
             row.kernel_peak_mb = data.get("kernel_peak_mb")
-            row.cpu_seconds = round((data.get("kernel_cpu_seconds") or 0)
-                                    + (verification.get("cpu_seconds") or 0), 3)
+            row.cpu_seconds = round(
+                (data.get("kernel_cpu_seconds") or 0) + (verification.get("cpu_seconds") or 0), 3
+            )
             row.verify_seconds = verification.get("seconds")
             row.verify_peak_mb = verification.get("max_rss_mb")
     if problems:
@@ -179,8 +199,10 @@ def format_report(rows: list[Row]) -> str:
     """
     submitted = {r.assignment for r in rows if r.status != "missing"}
     unsubmitted = sorted({r.assignment for r in rows} - submitted)
-    lines = [f"{'student':<16} {'problem set':<18} {'score':>11}  {'status':<10} "
-             f"{'time s':>7} {'peak MB':>8}  details"]
+    lines = [
+        f"{'student':<16} {'problem set':<18} {'score':>11}  {'status':<10} "
+        f"{'time s':>7} {'peak MB':>8}  details"
+    ]
     for r in rows:
         if r.assignment in unsubmitted:
             continue
@@ -194,8 +216,10 @@ def format_report(rows: list[Row]) -> str:
         seconds = (r.kernel_seconds or 0) + (r.verify_seconds or 0)
         peak = max(r.kernel_peak_mb or 0, r.verify_peak_mb or 0)
         timing = f"{seconds:>7.1f} {peak:>8.0f}" if seconds else f"{'-':>7} {'-':>8}"
-        lines.append(f"{r.student:<16} {r.assignment:<18} {score:>11}  {r.status:<10} "
-                     f"{timing}  {'; '.join(details)}")
+        lines.append(
+            f"{r.student:<16} {r.assignment:<18} {score:>11}  {r.status:<10} "
+            f"{timing}  {'; '.join(details)}"
+        )
     if unsubmitted:
         lines.append(f"no submissions yet: {', '.join(unsubmitted)}")
     counts = {}
@@ -210,15 +234,41 @@ def write_csv(rows: list[Row], path) -> None:
     """The report as CSV, one row per student and problem set."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", "assignment", "score", "max_score", "status", "flags",
-                         "failed_parts", "needs_manual_grade", "kernel_seconds",
-                         "kernel_peak_mb", "verify_seconds", "verify_peak_mb", "cpu_seconds"])
+        writer.writerow(
+            [
+                "student",
+                "assignment",
+                "score",
+                "max_score",
+                "status",
+                "flags",
+                "failed_parts",
+                "needs_manual_grade",
+                "kernel_seconds",
+                "kernel_peak_mb",
+                "verify_seconds",
+                "verify_peak_mb",
+                "cpu_seconds",
+            ]
+        )
         for r in rows:
-            writer.writerow([r.student, r.assignment, "" if r.score is None else r.score,
-                             r.max_score, r.status, " | ".join(r.flags),
-                             " ".join(r.failed_parts), r.needs_manual_grade, r.kernel_seconds,
-                             r.kernel_peak_mb, r.verify_seconds, r.verify_peak_mb,
-                             r.cpu_seconds])
+            writer.writerow(
+                [
+                    r.student,
+                    r.assignment,
+                    "" if r.score is None else r.score,
+                    r.max_score,
+                    r.status,
+                    " | ".join(r.flags),
+                    " ".join(r.failed_parts),
+                    r.needs_manual_grade,
+                    r.kernel_seconds,
+                    r.kernel_peak_mb,
+                    r.verify_seconds,
+                    r.verify_peak_mb,
+                    r.cpu_seconds,
+                ]
+            )
 
 
 def main(argv=None) -> int:
@@ -233,8 +283,10 @@ def main(argv=None) -> int:
     parser.add_argument("--db-url", help="the gradebook's URL, if not gradebook.db here")
     args = parser.parse_args(argv)
     if args.db_url is None and not Path("gradebook.db").exists():
-        print("error: no gradebook.db here; run this from the course root after "
-              "`nbgrader autograde`", file=sys.stderr)
+        print(
+            "error: no gradebook.db here; run this from the course root after `nbgrader autograde`",
+            file=sys.stderr,
+        )
         return 2
     try:
         rows = collect(".", args.assignments, db_url=args.db_url)

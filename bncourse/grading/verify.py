@@ -53,9 +53,13 @@ def is_demo_cell(cell) -> bool:
     """True for a locked instructor cell named ``demo...``: it shows something and defines
     nothing the checks need, so verification skips it."""
     meta = cell.get("metadata", {}).get("nbgrader", {})
-    return (cell.get("cell_type") == "code" and bool(meta.get("locked"))
-            and not meta.get("grade") and not meta.get("solution")
-            and str(meta.get("grade_id", "")).startswith("demo"))
+    return (
+        cell.get("cell_type") == "code"
+        and bool(meta.get("locked"))
+        and not meta.get("grade")
+        and not meta.get("solution")
+        and str(meta.get("grade_id", "")).startswith("demo")
+    )
 
 
 def is_test_cell(cell) -> bool:
@@ -111,8 +115,9 @@ def judge(check, outputs: dict) -> tuple[bool, str, str]:
     except AssertionError as err:
         failure = as_failure(err)
     except Exception as err:  # values a judge did not foresee: a failed check, not a crash
-        failure = CheckFailed("the grader could not judge the values your code produced",
-                              f" ({type(err).__name__})")
+        failure = CheckFailed(
+            "the grader could not judge the values your code produced", f" ({type(err).__name__})"
+        )
     else:
         note = carried_note(lines)
         return True, note or "ok", note or "ok"
@@ -195,8 +200,10 @@ def verify(
     errors: dict = {}
     started = time.perf_counter()
     restarts = 0
-    with Sandbox(ps, slot=slot, workdir=Path(cwd), enabled=sandbox) as box, \
-            UsageMeter(box.uid) as meter:
+    with (
+        Sandbox(ps, slot=slot, workdir=Path(cwd), enabled=sandbox) as box,
+        UsageMeter(box.uid) as meter,
+    ):
         while True:
             job = {
                 "restart": restarts,
@@ -211,8 +218,11 @@ def verify(
             killed_step, lines = _run_once(box, job, timeout, total - len(job["skip"]))
             for record in read_records(Path(job["results"])):
                 step = record["seq"]
-                if n_cells <= step < total and step not in outputs and \
-                        record["check"] == checks[step - n_cells][0]:
+                if (
+                    n_cells <= step < total
+                    and step not in outputs
+                    and record["check"] == checks[step - n_cells][0]
+                ):
                     outputs[step] = record["outputs"]
             for line in _read_lines(Path(job["errors"])):
                 try:
@@ -256,14 +266,19 @@ def verify(
             message = "not run: the submission's code stopped the grader early"
         else:
             message = None
-        verdict = (judge(all_checks[check_id], outputs[step]) if message is None
-                   else (False, message, message))
+        verdict = (
+            judge(all_checks[check_id], outputs[step])
+            if message is None
+            else (False, message, message)
+        )
         verdicts.setdefault(check_id, []).append(verdict)
     return {
         "checks": {
-            cid: {"passed": all(ok for ok, _, _ in v),
-                  "message": "; ".join(m for ok, m, _ in v if not ok),
-                  "public": "; ".join(p for ok, _, p in v if not ok)}
+            cid: {
+                "passed": all(ok for ok, _, _ in v),
+                "message": "; ".join(m for ok, m, _ in v if not ok),
+                "public": "; ".join(p for ok, _, p in v if not ok),
+            }
             for cid, v in verdicts.items()
         },
         "timed_out": timed_out,

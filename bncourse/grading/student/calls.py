@@ -28,12 +28,16 @@ def call(name: str, fn, *args, **kwargs):
     originals += [v for v in kwargs.values() if type(v) is _ndarray]
     copies = {id(a): _copy(a) for a in originals}
     given_args = [copies.get(id(a), a) if type(a) is _ndarray else a for a in args]
-    given_kwargs = {k: copies.get(id(v), v) if type(v) is _ndarray else v
-                    for k, v in kwargs.items()}
+    given_kwargs = {
+        k: copies.get(id(v), v) if type(v) is _ndarray else v for k, v in kwargs.items()
+    }
     result = fn(*given_args, **given_kwargs)
     arg_names = [f"argument {i + 1}" for i in range(len(args))] + list(kwargs)
-    for label, given, original in zip(arg_names, list(given_args) + list(given_kwargs.values()),
-                                      list(args) + list(kwargs.values())):
+    for label, given, original in zip(
+        arg_names,
+        list(given_args) + list(given_kwargs.values()),
+        list(args) + list(kwargs.values()),
+    ):
         if type(original) is _ndarray:
             assert_unchanged(f"{label} of {name}", original, given)
     return result
@@ -58,8 +62,7 @@ def off_centre(seed: int, shape, dtype=_np.float64, loc: float = 5.0, scale: flo
 
 def flatten_cases(cases: dict) -> dict:
     """``{"a": {"x": ...}}`` as ``{"a/x": ...}``: one flat dict of inputs for a check."""
-    return {f"{group}/{key}": value for group, case in cases.items()
-            for key, value in case.items()}
+    return {f"{group}/{key}": value for group, case in cases.items() for key, value in case.items()}
 
 
 def cases_of(inputs: dict) -> dict:

@@ -78,7 +78,7 @@ def as_failure(err: BaseException) -> CheckFailed:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     if not lines:
         return CheckFailed("the check failed without a message")
-    hints = [line[len("hint:"):].strip() for line in lines if line.startswith("hint:")]
+    hints = [line[len("hint:") :].strip() for line in lines if line.startswith("hint:")]
     what = next((line for line in lines if not line.startswith("hint:")), lines[0])
     return CheckFailed(what, hint=hints[0] if hints else None)
 
@@ -87,14 +87,19 @@ def depends_on(name: str, wrong: str) -> CheckFailed:
     """The failure of a part that uses the student's wrong earlier code ``wrong`` (names
     joined by "and"): it cannot be told right or wrong until that is fixed."""
     verb, pronoun = ("are", "them") if " and " in wrong else ("is", "it")
-    return CheckFailed(f"{name} uses your {wrong}, which {verb} wrong: fix {pronoun} first",
-                       hint=f"the test cell of {wrong} says what is wrong")
+    return CheckFailed(
+        f"{name} uses your {wrong}, which {verb} wrong: fix {pronoun} first",
+        hint=f"the test cell of {wrong} says what is wrong",
+    )
 
 
 def student_frames(err: BaseException) -> list:
     """The frames of ``err``'s traceback that are not the grader's (not in ``bncourse``)."""
-    return [f for f in traceback.extract_tb(err.__traceback__)
-            if not str(Path(f.filename).resolve()).startswith(_PACKAGE + "/")]
+    return [
+        f
+        for f in traceback.extract_tb(err.__traceback__)
+        if not str(Path(f.filename).resolve()).startswith(_PACKAGE + "/")
+    ]
 
 
 def student_traceback(err: BaseException, limit: int = 6) -> list[str]:

@@ -126,8 +126,13 @@ PROBLEM_SETS = {
             frameworks=True,
             allowed=("bncourse.data", "bncourse.data_files"),
             preload=("keras", "matplotlib.pyplot", "bncourse.data"),
-            references=("bncourse.models", "bncourse.results", "bncourse.grading.solutions",
-                        "bncourse.data", "bncourse.data_files"),
+            references=(
+                "bncourse.models",
+                "bncourse.results",
+                "bncourse.grading.solutions",
+                "bncourse.data",
+                "bncourse.data_files",
+            ),
             cell_timeout=120,
             # the budget's images (ps4_experiment.BUDGET): training 0-6999, test 0-999
             data=(("fashion_mnist", 7000, 1000),),

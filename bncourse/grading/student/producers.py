@@ -50,12 +50,19 @@ class ProducerRegistry(dict):
         super().__init__()
         self.prefix = problem_set_name + "."
 
-    def add(self, name: str, description: str, make_inputs: Callable,
-            produce: Callable, depends: tuple = ()) -> Producer:
+    def add(
+        self,
+        name: str,
+        description: str,
+        make_inputs: Callable,
+        produce: Callable,
+        depends: tuple = (),
+    ) -> Producer:
         """Register check ``<problem set>.<name>``; ValueError if it is registered already."""
         check_id = self.prefix + name
         if check_id in self:
             raise ValueError(f"check {check_id!r} is defined twice")
-        self[check_id] = producer = Producer(check_id, description, make_inputs, produce,
-                                             tuple(depends))
+        self[check_id] = producer = Producer(
+            check_id, description, make_inputs, produce, tuple(depends)
+        )
         return producer

@@ -18,6 +18,7 @@ def _params(seed: int, d: int, dtype=np.float64):
 
 # ---------------------------------------------------------------- batch mean and variance
 
+
 def _small():
     return {"x": np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]])}
 
@@ -38,13 +39,17 @@ def _produce_mean_var(fn, inputs):
     return out
 
 
-PRODUCERS.add("mean_var_visible", "batch_mean_var on a 3 x 2 example",
-              _small, _produce_mean_var)
-PRODUCERS.add("mean_var", "batch_mean_var on off-centre float64 and float32 batches",
-              _mean_var_cases, _produce_mean_var)
+PRODUCERS.add("mean_var_visible", "batch_mean_var on a 3 x 2 example", _small, _produce_mean_var)
+PRODUCERS.add(
+    "mean_var",
+    "batch_mean_var on off-centre float64 and float32 batches",
+    _mean_var_cases,
+    _produce_mean_var,
+)
 
 
 # ---------------------------------------------------------------- training-mode forward
+
 
 def _forward_visible():
     x = off_centre(3, (8, 4), loc=0.0, scale=1.0)
@@ -57,11 +62,19 @@ def _forward_cases():
     x32 = off_centre(6, (16, 3), np.float32)
     gamma32, beta32 = _params(7, 3, np.float32)
     return {
-        "a/x": x, "a/gamma": gamma, "a/beta": beta, "a/epsilon": 1e-3,
-        "b/x": x32, "b/gamma": gamma32, "b/beta": beta32, "b/epsilon": 1e-3,
+        "a/x": x,
+        "a/gamma": gamma,
+        "a/beta": beta,
+        "a/epsilon": 1e-3,
+        "b/x": x32,
+        "b/gamma": gamma32,
+        "b/beta": beta32,
+        "b/epsilon": 1e-3,
         # a large epsilon next to a small variance shows where epsilon goes
-        "c/x": off_centre(8, (10, 2), loc=1.0, scale=0.1), "c/gamma": np.ones(2),
-        "c/beta": np.zeros(2), "c/epsilon": 0.5,
+        "c/x": off_centre(8, (10, 2), loc=1.0, scale=0.1),
+        "c/gamma": np.ones(2),
+        "c/beta": np.zeros(2),
+        "c/epsilon": 0.5,
     }
 
 
@@ -97,36 +110,63 @@ def _produce_forward(fn, inputs, uses):
         stats = own_results(uses["batch_mean_var"], ("mean", "var"), a["x"])
         for k, v in (stats or {}).items():
             out[f"{group}/own_{k}"] = v
-        got = or_raised(lambda a=a: {"out": arrays("batchnorm_forward", call(
-            "batchnorm_forward", fn, a["x"], a["gamma"], a["beta"], epsilon=a["epsilon"]),
-            ("out",))["out"]})
+        got = or_raised(
+            lambda a=a: {
+                "out": arrays(
+                    "batchnorm_forward",
+                    call(
+                        "batchnorm_forward", fn, a["x"], a["gamma"], a["beta"], epsilon=a["epsilon"]
+                    ),
+                    ("out",),
+                )["out"]
+            }
+        )
         out.update({f"{group}/{k}": v for k, v in got.items()})
     return out
 
 
-PRODUCERS.add("forward_visible", "batchnorm_forward with gamma = 1 and beta = 0",
-              _forward_visible, _produce_forward, depends=("batch_mean_var",))
-PRODUCERS.add("forward", "batchnorm_forward with learned gamma and beta, float32, epsilon",
-              _forward_cases, _produce_forward, depends=("batch_mean_var",))
+PRODUCERS.add(
+    "forward_visible",
+    "batchnorm_forward with gamma = 1 and beta = 0",
+    _forward_visible,
+    _produce_forward,
+    depends=("batch_mean_var",),
+)
+PRODUCERS.add(
+    "forward",
+    "batchnorm_forward with learned gamma and beta, float32, epsilon",
+    _forward_cases,
+    _produce_forward,
+    depends=("batch_mean_var",),
+)
 
 
 # ---------------------------------------------------------------- moving statistics
 
+
 def _moving_visible():
-    return {"a/moving_mean": np.zeros(3), "a/moving_var": np.ones(3),
-            "a/mean": np.array([1.0, 2.0, 3.0]), "a/var": np.array([4.0, 0.5, 1.0]),
-            "a/momentum": 0.9}
+    return {
+        "a/moving_mean": np.zeros(3),
+        "a/moving_var": np.ones(3),
+        "a/mean": np.array([1.0, 2.0, 3.0]),
+        "a/var": np.array([4.0, 0.5, 1.0]),
+        "a/momentum": 0.9,
+    }
 
 
 def _moving_cases():
     rng = np.random.default_rng(9)
     cases = {}
     for name, momentum in (("a", 0.99), ("b", 0.0), ("c", 1.0), ("d", 0.75)):
-        cases.update({
-            f"{name}/moving_mean": rng.normal(0, 1, 4), f"{name}/moving_var": rng.uniform(0.5, 2, 4),
-            f"{name}/mean": rng.normal(3, 1, 4), f"{name}/var": rng.uniform(0.1, 5, 4),
-            f"{name}/momentum": momentum,
-        })
+        cases.update(
+            {
+                f"{name}/moving_mean": rng.normal(0, 1, 4),
+                f"{name}/moving_var": rng.uniform(0.5, 2, 4),
+                f"{name}/mean": rng.normal(3, 1, 4),
+                f"{name}/var": rng.uniform(0.1, 5, 4),
+                f"{name}/momentum": momentum,
+            }
+        )
     return cases
 
 
@@ -143,30 +183,47 @@ def _produce_moving(fn, inputs):
     return out
 
 
-PRODUCERS.add("moving_visible", "update_moving_stats with momentum 0.9",
-              _moving_visible, _produce_moving)
-PRODUCERS.add("moving", "update_moving_stats with the default momentum, 0, 1 and 0.75",
-              _moving_cases, _produce_moving)
+PRODUCERS.add(
+    "moving_visible", "update_moving_stats with momentum 0.9", _moving_visible, _produce_moving
+)
+PRODUCERS.add(
+    "moving",
+    "update_moving_stats with the default momentum, 0, 1 and 0.75",
+    _moving_cases,
+    _produce_moving,
+)
 
 
 # ---------------------------------------------------------------- inference mode
 
+
 def _inference_visible():
-    return {"x": np.array([[1.0, 2.0], [3.0, 6.0]]), "gamma": np.ones(2), "beta": np.zeros(2),
-            "moving_mean": np.array([1.0, 2.0]), "moving_var": np.array([4.0, 16.0]),
-            "epsilon": 1e-3}
+    return {
+        "x": np.array([[1.0, 2.0], [3.0, 6.0]]),
+        "gamma": np.ones(2),
+        "beta": np.zeros(2),
+        "moving_mean": np.array([1.0, 2.0]),
+        "moving_var": np.array([4.0, 16.0]),
+        "epsilon": 1e-3,
+    }
 
 
 def _inference_cases():
     rng = np.random.default_rng(11)
     gamma, beta = _params(12, 6, np.float32)
     return {
-        "a/x": off_centre(13, (20, 6), np.float32), "a/gamma": gamma, "a/beta": beta,
+        "a/x": off_centre(13, (20, 6), np.float32),
+        "a/gamma": gamma,
+        "a/beta": beta,
         "a/moving_mean": rng.normal(5, 1, 6).astype(np.float32),
-        "a/moving_var": rng.uniform(50, 150, 6).astype(np.float32), "a/epsilon": 1e-3,
+        "a/moving_var": rng.uniform(50, 150, 6).astype(np.float32),
+        "a/epsilon": 1e-3,
         # one sample: inference must work on a batch of one
-        "b/x": off_centre(14, (1, 3)), "b/gamma": np.ones(3), "b/beta": np.zeros(3),
-        "b/moving_mean": np.array([0.5, 1.0, -1.0]), "b/moving_var": np.array([0.01, 1.0, 2.0]),
+        "b/x": off_centre(14, (1, 3)),
+        "b/gamma": np.ones(3),
+        "b/beta": np.zeros(3),
+        "b/moving_mean": np.array([0.5, 1.0, -1.0]),
+        "b/moving_var": np.array([0.01, 1.0, 2.0]),
         "b/epsilon": 0.05,
     }
 
@@ -174,19 +231,36 @@ def _inference_cases():
 def _produce_inference(fn, inputs):
     out = {}
     for group, a in cases_of(inputs).items():
-        result = call("batchnorm_inference", fn, a["x"], a["gamma"], a["beta"],
-                      a["moving_mean"], a["moving_var"], epsilon=a["epsilon"])
+        result = call(
+            "batchnorm_inference",
+            fn,
+            a["x"],
+            a["gamma"],
+            a["beta"],
+            a["moving_mean"],
+            a["moving_var"],
+            epsilon=a["epsilon"],
+        )
         out[f"{group}/out"] = arrays("batchnorm_inference", result, ("out",))["out"]
     return out
 
 
-PRODUCERS.add("inference_visible", "batchnorm_inference on a 2 x 2 example",
-              _inference_visible, _produce_inference)
-PRODUCERS.add("inference", "batchnorm_inference on float32 data and on a batch of one",
-              _inference_cases, _produce_inference)
+PRODUCERS.add(
+    "inference_visible",
+    "batchnorm_inference on a 2 x 2 example",
+    _inference_visible,
+    _produce_inference,
+)
+PRODUCERS.add(
+    "inference",
+    "batchnorm_inference on float32 data and on a batch of one",
+    _inference_cases,
+    _produce_inference,
+)
 
 
 # ---------------------------------------------------------------- the layer with state
+
 
 def _layer_visible():
     return {"x": off_centre(15, (6, 3)), "momentum": 0.99, "steps": 1}
@@ -196,8 +270,7 @@ def _layer_cases():
     return {"x": off_centre(16, (10, 4)), "momentum": 0.8, "steps": 3}
 
 
-LAYER_USES = ("batch_mean_var", "update_moving_stats", "batchnorm_forward",
-              "batchnorm_inference")
+LAYER_USES = ("batch_mean_var", "update_moving_stats", "batchnorm_forward", "batchnorm_inference")
 
 
 def _own_layer(uses, x, momentum, steps) -> dict:
@@ -215,16 +288,28 @@ def _own_layer(uses, x, momentum, steps) -> dict:
             return out
         out.update({p + "mean": stats["mean"], p + "var": stats["var"]})
         y = own_results(uses["batchnorm_forward"], ("out",), batch, gamma, beta)
-        new = own_results(uses["update_moving_stats"], ("moving_mean", "moving_var"),
-                          moving_mean, moving_var, stats["mean"], stats["var"],
-                          momentum=momentum)
+        new = own_results(
+            uses["update_moving_stats"],
+            ("moving_mean", "moving_var"),
+            moving_mean,
+            moving_var,
+            stats["mean"],
+            stats["var"],
+            momentum=momentum,
+        )
         if y is None or new is None:
             return out
-        out.update({p + "out": y["out"], p + "old_mean": moving_mean, p + "old_var": moving_var,
-                    p + "moving_mean": new["moving_mean"], p + "moving_var": new["moving_var"]})
+        out.update(
+            {
+                p + "out": y["out"],
+                p + "old_mean": moving_mean,
+                p + "old_var": moving_var,
+                p + "moving_mean": new["moving_mean"],
+                p + "moving_var": new["moving_var"],
+            }
+        )
         moving_mean, moving_var = new["moving_mean"], new["moving_var"]
-    y = own_results(uses["batchnorm_inference"], ("out",), x, gamma, beta, moving_mean,
-                    moving_var)
+    y = own_results(uses["batchnorm_inference"], ("out",), x, gamma, beta, moving_mean, moving_var)
     if y is not None:
         out["own/infer/out"] = y["out"]
     return out
@@ -240,8 +325,9 @@ def _produce_layer(cls, inputs, uses):
     for attr in ("gamma", "beta", "moving_mean", "moving_var"):
         if not hasattr(layer, attr):
             raise AssertionError(f"BatchNorm1d has no attribute {attr!r}")
-        out[f"init/{attr}"] = np.copy(arrays(f"BatchNorm1d.{attr}", getattr(layer, attr),
-                                             (attr,))[attr])
+        out[f"init/{attr}"] = np.copy(
+            arrays(f"BatchNorm1d.{attr}", getattr(layer, attr), (attr,))[attr]
+        )
     for step in range(steps):
         batch = x[step::steps] if steps > 1 else x
         y = call("BatchNorm1d.__call__", layer, batch, training=True)
@@ -270,7 +356,17 @@ def require_attr(layer, attr):
     return arrays(f"BatchNorm1d.{attr}", getattr(layer, attr), (attr,))[attr]
 
 
-PRODUCERS.add("layer_visible", "BatchNorm1d: initial values and one training call",
-              _layer_visible, _produce_layer_or_error, depends=LAYER_USES)
-PRODUCERS.add("layer", "BatchNorm1d: momentum, three training calls, then inference",
-              _layer_cases, _produce_layer_or_error, depends=LAYER_USES)
+PRODUCERS.add(
+    "layer_visible",
+    "BatchNorm1d: initial values and one training call",
+    _layer_visible,
+    _produce_layer_or_error,
+    depends=LAYER_USES,
+)
+PRODUCERS.add(
+    "layer",
+    "BatchNorm1d: momentum, three training calls, then inference",
+    _layer_cases,
+    _produce_layer_or_error,
+    depends=LAYER_USES,
+)

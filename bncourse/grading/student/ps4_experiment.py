@@ -40,11 +40,15 @@ def load_budget_data():
     def scale(a):
         return (a / 255.0).astype("float32")
 
-    return ((scale(x[train]), y[train]), (scale(x[val]), y[val]),
-            (scale(x_test[: b["test_size"]]), y_test[: b["test_size"]]))
+    return (
+        (scale(x[train]), y[train]),
+        (scale(x[val]), y[val]),
+        (scale(x_test[: b["test_size"]]), y_test[: b["test_size"]]),
+    )
 
 
 # ---------------------------------------------------------------- the model
+
 
 def layer_ops(model) -> list[str]:
     """The model as a list of operations, independent of how the layers were spelt."""
@@ -98,21 +102,30 @@ def _produce_model(fn, inputs):
             )
         out[f"{variant}/ops"] = np.array(layer_ops(model) or [""])
         out[f"{variant}/output_shape"] = np.array(
-            [-1 if d is None else d for d in model.output_shape])
-        out[f"{variant}/params"] = np.array([
-            sum(int(np.prod(w.shape)) for w in model.trainable_weights),
-            sum(int(np.prod(w.shape)) for w in model.non_trainable_weights),
-        ])
+            [-1 if d is None else d for d in model.output_shape]
+        )
+        out[f"{variant}/params"] = np.array(
+            [
+                sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+                sum(int(np.prod(w.shape)) for w in model.non_trainable_weights),
+            ]
+        )
     return out
 
 
-PRODUCERS.add("model_visible", "build_model('none'): the tutorial MLP without BN",
-              _model_inputs, _produce_model)
-PRODUCERS.add("model", "build_model for 'none', 'before' and 'after'",
-              _model_inputs_all, _produce_model)
+PRODUCERS.add(
+    "model_visible",
+    "build_model('none'): the tutorial MLP without BN",
+    _model_inputs,
+    _produce_model,
+)
+PRODUCERS.add(
+    "model", "build_model for 'none', 'before' and 'after'", _model_inputs_all, _produce_model
+)
 
 
 # ---------------------------------------------------------------- training within the budget
+
 
 def _train_inputs():
     return {"variant": np.array(["none"]), "seed": np.array([0])}
@@ -129,11 +142,13 @@ def _optimizer_facts(model):
     config = opt.get_config()
     return {
         "optimizer": np.array([type(opt).__name__]),
-        "optimizer_numbers": np.array([
-            float(np.asarray(config.get("learning_rate", np.nan))),
-            float(config.get("momentum", np.nan)),
-            float(bool(config.get("nesterov", False))),
-        ]),
+        "optimizer_numbers": np.array(
+            [
+                float(np.asarray(config.get("learning_rate", np.nan))),
+                float(config.get("momentum", np.nan)),
+                float(bool(config.get("nesterov", False))),
+            ]
+        ),
     }
 
 
@@ -149,15 +164,15 @@ def _produce_train(fn, inputs, uses):
         raise AssertionError(f"the model returned is a {type(model).__name__}, not a keras.Model")
     if type(history) is not dict:
         raise AssertionError(
-            f"history must be a dict such as History.history, got {type(history).__name__}")
+            f"history must be a dict such as History.history, got {type(history).__name__}"
+        )
     out = {"keys": np.array(sorted(str(k) for k in history) or [""])}
     for key in HISTORY_KEYS:
         if key in history:
             values = [float(v) for v in history[key]]
             out[f"history/{key}"] = np.array(values, dtype=float)
     if not isinstance(test_accuracy, (float, np.floating)):
-        raise AssertionError(
-            f"test_accuracy must be a float, got {type(test_accuracy).__name__}")
+        raise AssertionError(f"test_accuracy must be a float, got {type(test_accuracy).__name__}")
     out["test_accuracy"] = np.array([float(test_accuracy)])
     out.update(_optimizer_facts(model))
     out["ops"] = np.array(layer_ops(model) or [""])
@@ -178,13 +193,24 @@ def _produce_train(fn, inputs, uses):
     return out
 
 
-PRODUCERS.add("train_visible", "train_variant('none'): history, optimizer and accuracy",
-              _train_inputs, _produce_train, depends=("build_model",))
-PRODUCERS.add("train", "train_variant('after', seed=1) within the budget",
-              _train_inputs_hidden, _produce_train, depends=("build_model",))
+PRODUCERS.add(
+    "train_visible",
+    "train_variant('none'): history, optimizer and accuracy",
+    _train_inputs,
+    _produce_train,
+    depends=("build_model",),
+)
+PRODUCERS.add(
+    "train",
+    "train_variant('after', seed=1) within the budget",
+    _train_inputs_hidden,
+    _produce_train,
+    depends=("build_model",),
+)
 
 
 # ---------------------------------------------------------------- the summary table
+
 
 def _synthetic_results(seed: int, variants=VARIANTS, epochs=4):
     rng = np.random.default_rng(seed)
@@ -244,20 +270,22 @@ def _produce_summary(fn, inputs):
             if f not in table[v]:
                 raise AssertionError(f"summarize's result for {v!r} has no {f!r}")
             value = table[v][f]
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
-                                                                 np.floating)):
+            if isinstance(value, bool) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ):
                 raise AssertionError(f"{v}/{f} must be a number, got {type(value).__name__}")
             out[f"{v}/{f}"] = np.array([float(value)])
     return out
 
 
-PRODUCERS.add("summary_visible", "summarize on two variants", _summary_inputs,
-              _produce_summary)
-PRODUCERS.add("summary", "summarize on three variants, with a tie", _summary_inputs_hidden,
-              _produce_summary)
+PRODUCERS.add("summary_visible", "summarize on two variants", _summary_inputs, _produce_summary)
+PRODUCERS.add(
+    "summary", "summarize on three variants, with a tie", _summary_inputs_hidden, _produce_summary
+)
 
 
 # ---------------------------------------------------------------- the figure
+
 
 def _plot_inputs():
     return _flatten(_synthetic_results(30, variants=("none", "after"), epochs=3))
@@ -274,8 +302,7 @@ def _produce_plot(fn, inputs):
     plt.close("all")
     ax = fn(unflatten(inputs))
     if not isinstance(ax, matplotlib.axes.Axes):
-        raise AssertionError(
-            f"plot_curves must return a matplotlib Axes, got {type(ax).__name__}")
+        raise AssertionError(f"plot_curves must return a matplotlib Axes, got {type(ax).__name__}")
     legend = ax.get_legend()
     lines = ax.get_lines()
     width = max((len(line.get_ydata()) for line in lines), default=0)
@@ -300,5 +327,6 @@ def _produce_plot(fn, inputs):
 
 
 PRODUCERS.add("plot_visible", "plot_curves on two variants", _plot_inputs, _produce_plot)
-PRODUCERS.add("plot", "plot_curves on three variants and five epochs", _plot_inputs_hidden,
-              _produce_plot)
+PRODUCERS.add(
+    "plot", "plot_curves on three variants and five epochs", _plot_inputs_hidden, _produce_plot
+)

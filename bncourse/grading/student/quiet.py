@@ -23,7 +23,8 @@ _RUNTIME_LINE = re.compile(
     r"^([IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]"
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|To enable the following instructions: .* rebuild TensorFlow"
-    r"|oneDNN custom operations are on)")
+    r"|oneDNN custom operations are on)"
+)
 
 
 @contextlib.contextmanager

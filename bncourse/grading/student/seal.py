@@ -60,8 +60,12 @@ def _blocked_files(blocked: tuple) -> tuple[frozenset, frozenset]:
     """Directories and file-name stems of the blocked ``bncourse`` modules."""
     package = Path(__file__).resolve().parents[2]
     stems = {name.split(".")[-1] for name in blocked if name.startswith("bncourse.")}
-    dirs = {str(package), str(package / "__pycache__"), str(package / "grading"),
-            str(package / "grading" / "__pycache__")}
+    dirs = {
+        str(package),
+        str(package / "__pycache__"),
+        str(package / "grading"),
+        str(package / "grading" / "__pycache__"),
+    }
     return frozenset(dirs), frozenset(stems)
 
 
