@@ -125,3 +125,22 @@ def scheduler():
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=60)
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """(tests/test_data*.py) No data anywhere: an empty Debian dir, an empty Keras home, no BNCOURSE_DATA_DIR."""
+    from bncourse import data
+
+    debian = tmp_path / "debian" / "fashion-mnist"
+    keras_home = tmp_path / "keras-home"
+    monkeypatch.setattr(data, "DEBIAN_DIRS", {"fashion_mnist": debian})
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "course-cache"))
+    return {
+        "debian": debian,
+        "keras": keras_home / "datasets",
+        "root": tmp_path,
+        "cache": tmp_path / "course-cache",
+    }

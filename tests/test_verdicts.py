@@ -10,7 +10,7 @@ import pytest
 from bncourse import experiments
 from bncourse.experiments import ics
 from bncourse.results import load_results
-from bncourse.stats import Interval, binomial_interval, mean_std, t_interval
+from bncourse.stats import Interval
 from bncourse.verdicts import (
     CONTRADICTED,
     INCONCLUSIVE,
@@ -25,90 +25,6 @@ from bncourse.verdicts import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def test_t_interval_is_the_mean_plus_minus_t_standard_errors():
-    i = t_interval([1.0, 2.0, 3.0])
-    # t(0.975, 2 degrees of freedom) = 4.3027; standard error = 1 / sqrt(3)
-    assert i.estimate == 2.0
-    assert i.high - 2.0 == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
-    assert i.low == pytest.approx(4.0 - i.high)
-    assert i.values == (1.0, 2.0, 3.0) and "3 seeds" in i.method
-
-
-def test_t_interval_edge_cases():
-    assert t_interval([0.5, 0.5]).low == t_interval([0.5, 0.5]).high == 0.5
-    one = t_interval([0.7])
-    assert one.low == -math.inf and one.high == math.inf  # one seed cannot tell
-    with pytest.raises(ValueError, match="at least one value"):
-        t_interval([])
-    with pytest.raises(ValueError, match="finite values"):
-        t_interval([1.0, float("nan")])
-
-
-def test_binomial_interval_is_exact():
-    none = binomial_interval(0, 6)
-    assert none.low == 0.0 and none.high == pytest.approx(1 - 0.025 ** (1 / 6))
-    some = binomial_interval(1, 6)
-    assert some.low > 0.0 and some.estimate == pytest.approx(1 / 6)
-    assert binomial_interval(6, 6).high == 1.0
-    with pytest.raises(ValueError, match="successes <= trials"):
-        binomial_interval(7, 6)
-
-
-def test_binomial_interval_matches_scipys_exact_interval():
-    from scipy.stats import binomtest
-
-    for successes, trials in [(0, 1), (1, 1), (0, 6), (1, 6), (3, 10), (5, 10), (9, 10), (10, 10)]:
-        i = binomial_interval(successes, trials)
-        ci = binomtest(successes, trials).proportion_ci(0.95, method="exact")
-        assert (i.low, i.high) == pytest.approx((ci.low, ci.high), rel=1e-9, abs=1e-12)
-    # the textbook value for 5 of 10
-    assert binomial_interval(5, 10).low == pytest.approx(0.187086, abs=1e-6)
-    assert binomial_interval(5, 10).high == pytest.approx(0.812914, abs=1e-6)
-    # a wider interval for a higher confidence
-    assert binomial_interval(5, 10, 0.99).low < binomial_interval(5, 10).low
-
-
-def test_binomial_interval_keeps_one_value_per_trial_and_says_how():
-    i = binomial_interval(2, 5)
-    assert i.values == (1.0, 1.0, 0.0, 0.0, 0.0)
-    assert i.estimate == 0.4
-    assert i.method == "2 of 5 runs, 95% Clopper-Pearson interval"
-    assert binomial_interval(1, 1).values == (1.0,)  # one trial is enough to ask
-    with pytest.raises(ValueError, match=r"trials >= 1, got 0 of 0"):
-        binomial_interval(0, 0)
-    with pytest.raises(ValueError, match=r"got -1 of 3"):
-        binomial_interval(-1, 3)
-
-
-def test_mean_std_is_the_mean_and_the_sample_standard_deviation():
-    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))  # divides by n - 1
-    assert mean_std([4.0]) == (4.0, 0.0)
-    assert mean_std([2.0, 2.0, 2.0]) == (2.0, 0.0)
-    with pytest.raises(ValueError, match=r"^mean_std: expected at least one value, got none$"):
-        mean_std([])
-
-
-def test_t_interval_refuses_bad_input_with_a_message_naming_it():
-    with pytest.raises(ValueError, match=r"^t_interval: expected at least one value, got none$"):
-        t_interval([])
-    for confidence in (0.0, 1.0, 1.5, -0.1):
-        with pytest.raises(
-            ValueError, match=rf"^confidence must be in \(0, 1\), got {confidence}$"
-        ):
-            t_interval([1.0, 2.0], confidence)
-    assert t_interval([1.0, 2.0], 0.5).high < t_interval([1.0, 2.0]).high
-
-
-def test_an_interval_contains_its_ends():
-    i = Interval(0.5, 0.0, 1.0, (0.0, 1.0), "test")
-    assert i.contains(0.0) and i.contains(1.0) and i.contains(0.5)
-    assert not i.contains(-1e-12) and not i.contains(1.0 + 1e-12)
-    assert str(i) == "0.5 [0, 1]"
-
 
 # ----------------------------------------------------------------------------- outcomes
 

@@ -15,141 +15,30 @@ from functools import partial
 
 import numpy as np
 
-from .compare import assert_close, assert_equal, carried_forward, own_wrong
+from .compare import assert_close, assert_equal, carried_forward
 from .registry import JudgeRegistry, reference
-from .student.ps3_keras_layer import CLASSES, IMAGE, WEIGHTS, cases, qualname
+from .student.ps3_keras_layer_common import CLASSES, IMAGE, WEIGHTS, cases, qualname
 from .student.messages import CheckFailed, as_failure
 from .student.values import require_array
 
 JUDGES = JudgeRegistry("ps3-keras-layer")
 
-TOL = {"rtol": 1e-4, "atol": 1e-4}
-EXACT = {"rtol": 0.0, "atol": 0.0}
-HIDDEN = (300, 200, 100)
 
-
-# ============================================================ the reference
-
-
-def _keras_bn(case: dict, input_shape=None):
-    """``keras.layers.BatchNormalization`` with the case's arguments, built, with its weights."""
-    keras = reference("keras")
-    layer = keras.layers.BatchNormalization(**case.get("kwargs", {}))
-    layer.build(tuple(input_shape or case["x"].shape))
-    for name in WEIGHTS:
-        variable = getattr(layer, name, None)
-        if name in case and variable is not None:
-            variable.assign(case[name])
-    return layer
-
-
-def _np(value) -> np.ndarray:
-    """A tensor or variable of the reference as a NumPy array."""
-    ops = reference("keras").ops
-    return ops.convert_to_numpy(ops.copy(value))
-
-
-def _feature_axis(x, case) -> int:
-    return case.get("kwargs", {}).get("axis", -1) % x.ndim
-
-
-def _broadcast(x, axis):
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    return tuple(shape)
-
-
-def _stats(x, axis, ddof=0, axes=None):
-    """Mean and variance of x over every axis but ``axis`` (or over ``axes``), in float64."""
-    axes = tuple(i for i in range(x.ndim) if i != axis) if axes is None else axes
-    x64 = x.astype(np.float64)
-    mean = x64.mean(axis=axes, keepdims=True)
-    n = x.size // mean.size
-    var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True) * n / (n - ddof)
-    return mean, var
-
-
-def _transform(x, axis, mean, var, gamma, beta, epsilon, *, epsilon_outside=False, root=True):
-    """gamma * (x - mean) / sqrt(var + epsilon) + beta in float64, returned as float32.
-
-    ``mean`` and ``var`` are either of shape (C,) or already broadcastable to x."""
-    b = _broadcast(x, axis)
-    mean = np.reshape(mean, b) if np.ndim(mean) == 1 else mean
-    var = np.reshape(var, b) if np.ndim(var) == 1 else var
-    if epsilon_outside:
-        scale = np.sqrt(var) + epsilon
-    else:
-        scale = np.sqrt(var + epsilon) if root else var + epsilon
-    out = (x.astype(np.float64) - mean) / scale
-    if gamma is not None:
-        out = out * np.reshape(gamma, b)
-    if beta is not None:
-        out = out + np.reshape(beta, b)
-    return out.astype(np.float32)
-
-
-def _unchanged(name: str, got, before, hint: str) -> None:
-    """AssertionError with ``hint`` if a variable that must keep its value has changed."""
-    try:
-        assert_close(name, got, before, **EXACT)
-    except AssertionError as err:
-        raise AssertionError(f"{err}\nhint: {hint}") from None
-
-
-def _judge_facts(outputs) -> None:
-    """AssertionError if the student's class is or uses Keras's own BN."""
-    keras = reference("keras")
-    bn = qualname(keras.layers.BatchNormalization)
-    if bn in outputs["facts/mro"].tolist():
-        raise AssertionError(
-            "MyBatchNorm is a subclass of keras.layers.BatchNormalization\n"
-            "hint: derive it from keras.layers.Layer and write the layer yourself"
-        )
-    for key in sorted(k for k in outputs if k.endswith("/paths")):
-        nested = [p for p in outputs[key].tolist() if p.count("/") > 1]
-        if nested:
-            raise AssertionError(
-                f"MyBatchNorm has variables of a layer inside it ({nested[0]})\n"
-                "hint: create the four weights with self.add_weight in build"
-            )
-    calls = {
-        k: int(outputs.get(f"facts/calls/{k}", 0))
-        for k in ("layer", "moments", "batch_normalization")
-    }
-    if calls["layer"]:
-        raise AssertionError(
-            f"keras.layers.BatchNormalization ran {calls['layer']} time(s) in your code\n"
-            "hint: it is the reference your layer is compared with: do not use it"
-        )
-    for name in ("moments", "batch_normalization"):
-        if calls[name]:
-            raise AssertionError(
-                f"keras.ops.{name} ran {calls[name]} time(s) in your code\n"
-                "hint: write it with keras.ops.mean, square, sqrt and arithmetic"
-            )
-
-
-def _judge_layer_facts(judge):
-    """Wrap a judge of the layer so that it first checks the facts about the class."""
-
-    def wrapped(inputs, outputs):
-        _judge_facts(outputs)
-        return judge(inputs, outputs)
-
-    wrapped.__name__ = judge.__name__
-    wrapped.__doc__ = judge.__doc__
-    return wrapped
-
-
-def _signature(case: dict) -> str:
-    """How the case's layer is made, as the student would write it."""
-    args = ", ".join(f"{k}={v!r}" for k, v in case.get("kwargs", {}).items())
-    return f"MyBatchNorm({args})"
-
-
-def _describe(case: dict) -> str:
-    return f"{_signature(case)} on x of shape {case['x'].shape}"
-
+from .keras_layer_common import (
+    TOL,
+    EXACT,
+    HIDDEN,
+    _keras_bn,
+    _np,
+    _feature_axis,
+    _stats,
+    _transform,
+    _judge_layer_facts,
+    _signature,
+    _describe,
+    _moments_wrong,
+)
+from . import keras_layer_state
 
 # ============================================================ 1. moments
 
@@ -375,241 +264,6 @@ def _judge_training(inputs, outputs):
     return lines
 
 
-def _moments_wrong(outputs, prefix, x, case) -> list:
-    """``["moments"]`` if the student's own moments (recorded under ``prefix``) is wrong
-    on ``x``, else ``[]`` (also when it was not recorded)."""
-    if f"{prefix}/own_mean" not in outputs:
-        return []
-    mean, var = (v.reshape(-1) for v in _stats(x, _feature_axis(x, case)))
-    got = {"mean": outputs[f"{prefix}/own_mean"], "var": outputs[f"{prefix}/own_var"]}
-    return ["moments"] if own_wrong("moments", got, {"mean": mean, "var": var}, **TOL) else []
-
-
-# ============================================================ 4. the moving statistics
-
-
-def _simulate(case: dict, *, reversed_momentum=False, ddof=0, momentum=None, frozen=False):
-    """The moving statistics after each batch, as a mistaken layer would compute them."""
-    m = case.get("kwargs", {}).get("momentum", 0.99) if momentum is None else momentum
-    first = case["batches"][0]
-    axis = _feature_axis(first, case)
-    moving_mean, moving_var = np.zeros(first.shape[axis]), np.ones(first.shape[axis])
-    history = []
-    for x in case["batches"]:
-        mean, var = (v.reshape(-1) for v in _stats(x, axis, ddof=ddof))
-        if not frozen:
-            if reversed_momentum:
-                moving_mean = moving_mean * (1 - m) + mean * m
-                moving_var = moving_var * (1 - m) + var * m
-            else:
-                moving_mean = moving_mean * m + mean * (1 - m)
-                moving_var = moving_var * m + var * (1 - m)
-        history.append({"moving_mean": moving_mean, "moving_variance": moving_var})
-    return history
-
-
-@JUDGES.judge("moving_visible")
-@JUDGES.judge("moving")
-@_judge_layer_facts
-def _judge_moving(inputs, outputs):
-    lines = []
-    for key, case in cases(inputs).items():
-        m = case.get("kwargs", {}).get("momentum", 0.99)
-        first = case["batches"][0]
-        ref = _keras_bn({"kwargs": case.get("kwargs", {})}, first.shape)
-        mistakes = [
-            (
-                "momentum reversed: Keras keeps moving * momentum + batch * (1 - momentum)",
-                _simulate(case, reversed_momentum=True),
-            ),
-            ("you use the unbiased variance (divide by N - 1)", _simulate(case, ddof=1)),
-            ("you never update the moving statistics in training", _simulate(case, frozen=True)),
-        ]
-        if m != 0.99:
-            mistakes.append(
-                (
-                    "you always use momentum 0.99, not the layer's momentum",
-                    _simulate(case, momentum=0.99),
-                )
-            )
-        wrong = sorted(
-            {
-                w
-                for step, x in enumerate(case["batches"])
-                for w in _moments_wrong(outputs, f"{key}/step{step}", x, case)
-            }
-        )
-        own_mean, own_var = np.zeros(first.shape[_feature_axis(first, case)]), None
-        own_var = np.ones_like(own_mean)
-        for step, x in enumerate(case["batches"]):
-            ref(x, training=True)
-            if wrong:  # the moving statistics the student's own moments give
-                p = f"{key}/step{step}/"
-                own_mean = own_mean * m + outputs[p + "own_mean"] * (1 - m)
-                own_var = own_var * m + outputs[p + "own_var"] * (1 - m)
-            for name, own in (("moving_mean", own_mean), ("moving_variance", own_var)):
-                expected = _np(getattr(ref, name))
-                label, actual = f"{name} after call {step + 1}", outputs[f"{key}/step{step}/{name}"]
-                hints = [
-                    (d, h[step][name].astype(np.float32))
-                    for d, h in mistakes
-                    if not (name == "moving_mean" and "unbiased" in d)
-                ]
-                carried_forward(
-                    label,
-                    partial(assert_close, label, actual, expected, **TOL, hints=hints),
-                    partial(assert_close, label, actual, own.astype(np.float32), **TOL)
-                    if wrong
-                    else None,
-                    wrong,
-                )
-        lines.append(
-            f"{_signature(case)}, {len(case['batches'])} training calls on "
-            f"{tuple(first.shape)} batches: moving_mean and moving_variance as "
-            "Keras's after each"
-        )
-    return lines
-
-
-# ============================================================ 5. inference mode
-
-
-@JUDGES.judge("inference_visible")
-@JUDGES.judge("inference")
-@_judge_layer_facts
-def _judge_inference(inputs, outputs):
-    lines = []
-    for key, case in cases(inputs).items():
-        x = case["x"]
-        axis, eps = _feature_axis(x, case), case.get("kwargs", {}).get("epsilon", 1e-3)
-        gamma, beta = case["gamma"], case["beta"]
-        mm, mv = case["moving_mean"], case["moving_variance"]
-        expected = _np(_keras_bn(case)(x, training=False))
-        mean, var = _stats(x, axis)
-        hints = [
-            (
-                "you normalise with the batch's statistics; inference uses the moving ones",
-                _transform(x, axis, mean, var, gamma, beta, eps),
-            ),
-            (
-                "you add epsilon outside the square root",
-                _transform(x, axis, mm, mv, gamma, beta, eps, epsilon_outside=True),
-            ),
-            (
-                "you divide by moving_variance + epsilon, without the square root",
-                _transform(x, axis, mm, mv, gamma, beta, eps, root=False),
-            ),
-            ("you leave out gamma and beta", _transform(x, axis, mm, mv, None, None, eps)),
-        ]
-        # the state first: a layer that updates its moving statistics at inference also
-        # normalises with the updated ones, and the output alone would not say why
-        for name, before in (("moving_mean", mm), ("moving_variance", mv)):
-            _unchanged(
-                f"{name} after the inference calls",
-                outputs[f"{key}/after/{name}"],
-                before,
-                "you update the moving statistics at inference; only training may",
-            )
-        lines.append(
-            f"{_describe(case)}, training=False: "
-            + assert_close(
-                "out (training=False)", outputs[f"{key}/out_false"], expected, **TOL, hints=hints
-            )
-        )
-        assert_close(
-            "out of layer(x), with training left out",
-            outputs[f"{key}/out_default"],
-            expected,
-            **TOL,
-            hints=[
-                (
-                    "you treat training=None as training; Keras's default is inference",
-                    _transform(x, axis, mean, var, gamma, beta, eps),
-                )
-            ],
-        )
-        lines.append("    layer(x) gives the same; the moving statistics are unchanged")
-    return lines
-
-
-# ============================================================ 6. trainable=False
-
-
-@JUDGES.judge("trainable_visible")
-@JUDGES.judge("trainable")
-@_judge_layer_facts
-def _judge_trainable(inputs, outputs):
-    frozen_hint = "you update the moving statistics of a frozen layer (trainable=False)"
-    lines = []
-    for key, case in cases(inputs).items():
-        x = case["x"]
-        axis, eps = _feature_axis(x, case), case.get("kwargs", {}).get("epsilon", 1e-3)
-        gamma, beta = case["gamma"], case["beta"]
-        mean, var = _stats(x, axis)
-        mm, mv = case["moving_mean"], case["moving_variance"]
-        if case.get("model"):
-            for name in ("gamma", "beta", "moving_mean", "moving_variance"):
-                _unchanged(
-                    f"{name} after one train_on_batch step of a model with the frozen layer",
-                    outputs[f"{key}/fit/{name}"],
-                    case[name],
-                    frozen_hint
-                    if name.startswith("moving")
-                    else "a frozen layer's weights are not trained",
-                )
-            lines.append(
-                f"{_describe(case)}, frozen in a model: one train_on_batch step left "
-                "gamma, beta and the moving statistics unchanged"
-            )
-            # Compared with the student's own layer that was never frozen, so that a mistake
-            # in the training-mode formula costs the points of that part only.
-            lines.append(
-                "then layer.trainable = True; layer(x, training=True) is the output "
-                "of a layer that was never frozen: "
-                + assert_close(
-                    "out (training=True) after layer.trainable = True",
-                    outputs[f"{key}/out"],
-                    outputs[f"{key}/never_frozen"],
-                    rtol=1e-6,
-                    atol=1e-6,
-                    hints=[
-                        (
-                            "read self.trainable in call each time, not once in __init__",
-                            _transform(x, axis, mm, mv, gamma, beta, eps),
-                        )
-                    ],
-                )
-            )
-            continue
-        ref = _keras_bn(case)
-        ref.trainable = False
-        expected = _np(ref(x, training=True))
-        for name in ("moving_mean", "moving_variance"):  # the state first, as at inference
-            _unchanged(
-                f"{name} after layer(x, training=True) with trainable=False",
-                outputs[f"{key}/after/{name}"],
-                case[name],
-                frozen_hint,
-            )
-        lines.append(
-            f"{_describe(case)}, trainable=False, training=True: "
-            + assert_close(
-                "out (trainable=False, training=True)",
-                outputs[f"{key}/out"],
-                expected,
-                **TOL,
-                hints=[
-                    (
-                        "a frozen layer uses its moving statistics, even when training=True",
-                        _transform(x, axis, mean, var, gamma, beta, eps),
-                    )
-                ],
-            )
-        )
-        lines.append("    the moving statistics are unchanged")
-    return lines
-
-
 # ============================================================ 7. get_config / from_config
 
 CONFIG_KEYS = ("axis", "momentum", "epsilon", "center", "scale", "trainable")
@@ -775,3 +429,6 @@ def _judge_mlp(inputs, outputs):
             )
         lines.append("    the first MyBatchNorm's moving_mean moved")
     return lines
+
+
+JUDGES.update(keras_layer_state.JUDGES)
