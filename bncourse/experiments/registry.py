@@ -68,7 +68,17 @@ class Experiment:
 
 def protocol_experiment(protocol: Protocol, *, claims=(), judge=None, reads=()) -> Experiment:
     """The experiment that runs a tutorial protocol: every variant for every seed."""
-    from bncourse.experiments.protocol import train_run
+    from bncourse.experiments.protocol import prepare_data, train_run
+
+    def train(config, on_epoch=None, arrays_cache=None):
+        """Train one run; ``arrays_cache`` (a dict) keeps the prepared data between runs of
+        the same data, one dataset at a time."""
+        cache = {} if arrays_cache is None else arrays_cache
+        key = (config["dataset"], config["model"], str(config["subset"]), str(config["validation"]))
+        if key not in cache:
+            cache.clear()
+            cache[key] = prepare_data(config)
+        return train_run(config, on_epoch=on_epoch, arrays=cache[key])
 
     def configs(profile):
         return [
@@ -81,7 +91,7 @@ def protocol_experiment(protocol: Protocol, *, claims=(), judge=None, reads=()) 
         name=protocol.name,
         title=protocol.title,
         configs=configs,
-        train=lambda config, on_epoch=None: train_run(config, on_epoch=on_epoch),
+        train=train,
         claims=tuple(claims),
         judge=judge,
         reads=tuple(reads),
