@@ -12,13 +12,18 @@ each layer whose output is a nonlinearity or a BN:
 * the update-to-data ratio of the weight matrix over that step,
   ``std(W_after - W_before) / std(W_before)``: about 1e-3 is the rule of thumb for a healthy
   learning rate (Karpathy), much smaller means the layer barely learns, much larger that it
-  is thrown around.
+  is thrown around;
+* the norm ``||W||`` of the weight matrix after that step and its *effective step*
+  ``||W_after - W_before|| / ||W_before||`` (Frobenius norms), with whether the layer feeds a
+  BN layer directly: for such a layer the output does not depend on ``||W||``, and the
+  effective step is what sets how fast it learns (the book's chapter on weight decay).
 
 The probe is evaluated in training mode, as the layers compute while they learn (BN with the
 probe's own batch statistics, not its moving averages, which lag behind early in training);
 BN's moving statistics are put back afterwards, so recording does not change training.
 Recording costs two forward passes and one backward pass of the probe every ``every``
-steps.
+steps. A probe whose outputs or gradients are not all finite (a diverging model) is not
+recorded; its step is listed in ``history["skipped"]``.
 
 :func:`plot_diagnostics` and :func:`plot_histograms` draw what was recorded.
 """
@@ -44,14 +49,29 @@ def _activation_name(layer) -> str | None:
     return None if name == "linear" else name
 
 
+def _is_bn(layer) -> bool:
+    """Keras's BN layer, or any layer that keeps BN's moving statistics (the course's
+    ``bncourse.keras_bn.BatchNorm``, a student's own): recognised by its attributes, so that
+    this module needs no reference implementation (ps4's sandbox has none)."""
+    return isinstance(layer, keras.layers.BatchNormalization) or (
+        hasattr(layer, "moving_mean") and hasattr(layer, "moving_variance")
+    )
+
+
+def _feeds_bn(model, layer) -> bool:
+    """Whether ``layer`` is followed directly by a BN layer in ``model.layers`` (the order of a
+    Sequential model, or of a functional model built as a chain)."""
+    layers = model.layers
+    index = next(i for i, other in enumerate(layers) if other is layer)
+    return index + 1 < len(layers) and _is_bn(layers[index + 1])
+
+
 def _watched(model) -> list:
     """The layers whose outputs are recorded: weights, nonlinearities and BN layers."""
-    from bncourse.keras_bn import BatchNorm
-
     out = []
     for layer in model.layers:
         kernel = getattr(layer, "kernel", None) is not None
-        bn = isinstance(layer, (keras.layers.BatchNormalization, BatchNorm))
+        bn = _is_bn(layer)
         if kernel or bn or _activation_name(layer) is not None:
             out.append(layer)
     return out
@@ -126,34 +146,39 @@ class TrainingDiagnostics(keras.callbacks.Callback):
 
     Args:
         x, y: the probe batch (fixed, so that the records are comparable over training).
-        every: record after every ``every``-th training step (and after the first).
+        every: record after every ``every``-th training step.
+        first: also record after each of the first ``first`` steps (where a diverging
+            model changes fastest).
         loss: the loss for the gradients, ``loss(y_true, y_pred)``; by default sparse
             categorical cross-entropy on probabilities, as the course's models use.
 
-    After training, ``history`` holds ``steps`` (the steps recorded, 1-based) and
+    After training, ``history`` holds ``steps`` (the steps recorded, 1-based),
     ``layers``: for each watched layer, ``output`` (a list of :func:`output_statistics`),
-    ``gradient`` (``{"mean", "std"}`` lists; absent for layers without a kernel) and
-    ``update_ratio`` (one value per recorded step; absent likewise).
+    ``gradient`` (``{"mean", "std"}`` lists; absent for layers without a kernel),
+    ``update_ratio``, ``kernel_norm`` and ``relative_update`` (one value per recorded step;
+    absent likewise) and ``feeds_bn`` (layers with a kernel), and ``skipped``: the
+    due steps not recorded because the probe was not finite.
     """
 
-    def __init__(self, x, y, *, every: int = 50, loss=None):
+    def __init__(self, x, y, *, every: int = 50, first: int = 1, loss=None):
         super().__init__()
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
+        for name, value in (("every", every), ("first", first)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         x, y = np.asarray(x), np.asarray(y)
         if len(x) == 0 or len(x) != len(y):
             raise ValueError(
                 f"x and y must be one non-empty probe batch, got {len(x)} inputs "
                 f"and {len(y)} labels"
             )
-        self.x, self.y, self.every = x, y, every
+        self.x, self.y, self.every, self.first = x, y, every, first
         self.loss = loss or keras.losses.SparseCategoricalCrossentropy()
-        self.history = {"steps": [], "layers": {}}
+        self.history = {"steps": [], "layers": {}, "skipped": []}
         self._step = 0
         self._before = None
 
     def _due(self, step) -> bool:
-        return step == 1 or step % self.every == 0
+        return step <= self.first or step % self.every == 0
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._due(self._step + 1):
@@ -181,27 +206,37 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         for v, value in zip(self.model.non_trainable_variables, saved):
             v.assign(value)  # a training-mode call updates BN's moving statistics
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        outputs = [keras.ops.convert_to_numpy(h).astype(np.float64) for h in outputs]
         grads = kernel_gradients(self.model, self.x, self.y, self.loss)
+        grads = [None if g is None else g.astype(np.float64) for g in grads]
+        if not all(np.isfinite(a).all() for a in (*outputs, *grads) if a is not None):
+            self.history["skipped"].append(self._step)
+            self._before = None
+            return
         self.history["steps"].append(self._step)
         for i, (layer, h, g) in enumerate(zip(layers, outputs, grads)):
             entry = self.history["layers"].setdefault(
                 layer.name,
                 {"kind": type(layer).__name__, "activation": _activation_name(layer), "output": []},
             )
-            entry["output"].append(
-                output_statistics(keras.ops.convert_to_numpy(h), entry["activation"])
-            )
+            entry["output"].append(output_statistics(h, entry["activation"]))
             if g is None:
                 continue
             entry.setdefault("gradient", {"mean": [], "std": []})
             entry["gradient"]["mean"].append(float(g.mean()))
             entry["gradient"]["std"].append(float(g.std()))
-            ratio = None
+            entry.setdefault("feeds_bn", _feeds_bn(self.model, layer))
+            after = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+            ratio = relative = None
             if self._before is not None and self._before[i] is not None:
-                before = self._before[i]
-                after = keras.ops.convert_to_numpy(layer.kernel)
+                before = self._before[i].astype(np.float64)
                 ratio = float(np.std(after - before) / max(np.std(before), 1e-12))
+                relative = float(
+                    np.linalg.norm(after - before) / max(np.linalg.norm(before), 1e-12)
+                )
             entry.setdefault("update_ratio", []).append(ratio)
+            entry.setdefault("kernel_norm", []).append(float(np.linalg.norm(after)))
+            entry.setdefault("relative_update", []).append(relative)
         self._before = None
 
 

@@ -6,6 +6,8 @@ MLP within the problem set's budget, so this class takes minutes.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from nbgrader_course import (
@@ -31,6 +33,20 @@ _SUMMARIZE_ZERO_BASED = (
     "                     'best_val_accuracy': val[best], 'best_epoch': best}\n"
     "    return table\n"
 )
+
+
+def _looks_inside(nb):
+    """A copy of ``nb`` with the optional, ungraded part switched on (its own cell, which
+    has no grade id), and a line that shows in the feedback when the part ran to its end."""
+    nb = copy.deepcopy(nb)
+    (cell,) = [c for c in nb.cells if c.source.startswith("LOOK_INSIDE = False")]
+    cell.source = cell.source.replace("LOOK_INSIDE = False", "LOOK_INSIDE = True", 1)
+    cell.source += (
+        "\nprint('looked inside:', *(f'{bn} {len(h[\"steps\"])} records'"
+        " for bn, h in inside.items()))"
+    )
+    return nb
+
 
 EXPERIMENT_CASES = (
     common_cases("test_build_model")
@@ -199,6 +215,12 @@ EXPERIMENT_CASES = (
             ),
             failing=("test_build_model", "test_train_variant"),
             flags=("errors",),
+        ),
+        Case(
+            # the optional part run in the sandbox: full marks, no cell error, and it ran
+            "looks_inside",
+            lambda c: _looks_inside(c.solution),
+            feedback_contains=("looked inside: none 10 records before 10 records",),
         ),
         Case(
             "library_warning",

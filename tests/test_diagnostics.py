@@ -131,6 +131,7 @@ def test_recording_leaves_bn_moving_statistics_and_training_alone():
     "kwargs, match",
     [
         ({"every": 0}, "every must be a positive integer, got 0"),
+        ({"first": True}, "first must be a positive integer, got True"),
         ({"x": X[:2]}, "x and y must be one non-empty probe batch, got 2 inputs and 4 labels"),
     ],
 )
@@ -157,3 +158,40 @@ def test_plots_draw_one_line_per_layer():
     assert len(ax.get_lines()) == 2 and ax.get_title() == "layer outputs at step 3"
     with pytest.raises(ValueError, match="quantity must be one of"):
         diagnostics.plot_diagnostics(probe.history, "weight norm")
+
+
+def test_first_steps_are_recorded_and_a_non_finite_probe_is_skipped():
+    keras.utils.set_random_seed(0)
+    model, _, _ = tiny_model()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    probe = diagnostics.TrainingDiagnostics(X, Y, every=4, first=2)
+    model.fit(
+        np.tile(X, (9, 1)), np.tile(Y, 9), batch_size=4, epochs=1, verbose=0, callbacks=[probe]
+    )
+    assert probe.history["steps"] == [1, 2, 4, 8] and probe.history["skipped"] == []
+    # a diverged model: its outputs are not finite, so nothing is recorded for it
+    model.layers[0].kernel.assign(np.full((2, 3), np.inf, dtype="float32"))
+    probe.record()
+    assert probe.history["steps"] == [1, 2, 4, 8] and probe.history["skipped"] == [9]
+    hidden = probe.history["layers"]["hidden"]
+    assert len(hidden["output"]) == len(hidden["update_ratio"]) == 4
+
+
+def test_any_layer_with_moving_statistics_counts_as_bn():
+    from bncourse.keras_bn import BatchNorm
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(4, use_bias=False, name="dense"),
+            BatchNorm(name="own_bn"),
+            keras.layers.Dense(2, activation="softmax", name="out"),
+        ]
+    )
+    probe = diagnostics.TrainingDiagnostics(X, Y)
+    probe.set_model(model)
+    probe.record()
+    assert list(probe.history["layers"]) == ["dense", "own_bn", "out"]
+    bn = probe.history["layers"]["own_bn"]["output"][0]
+    assert abs(bn["mean"]) < 1e-5 and abs(bn["std"] - 1.0) < 0.05  # normalised in training mode

@@ -244,3 +244,23 @@ def test_verdict_panels_show_each_effect_with_its_seeds():
     assert ax.get_title() == "Claim 9: inconclusive"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "a"]
     assert sum(len(c.get_offsets()) for c in ax.collections) == 6  # one dot per seed
+
+
+@pytest.mark.slow
+def test_a_diverging_sweep_point_stops_at_its_first_non_finite_probe():
+    from bncourse.experiments import inside
+
+    outcomes = {}
+    for config in experiments.experiment_configs("diagnostics-sweeps", "quick"):
+        if config["sweep"] == "init_scale" and config["init_scale"] == 10.0:
+            outcomes[config["variant"]] = inside.train_sweep_point({**config, "train": 320})
+    plain, bn = outcomes["none"]["diagnostics"], outcomes["bn"]["diagnostics"]
+    # without BN, 10x He's scale: the probe after the first step is the last finite one
+    assert outcomes["none"]["diverged"] and outcomes["none"]["test"]["accuracy"] is None
+    assert plain["steps"] == [1] and plain["skipped"] == [2]
+    ratios = [e["update_ratio"][0] for e in plain["layers"].values() if "update_ratio" in e]
+    assert all(np.isfinite(ratios)) and min(ratios) > 1.0  # each step rewrites the weights
+    # with BN the same scale trains: every probe recorded (the first five steps, then the 10th)
+    assert not outcomes["bn"]["diverged"] and bn["skipped"] == []
+    assert bn["steps"] == [1, 2, 3, 4, 5] and 0.0 <= outcomes["bn"]["test"]["accuracy"] <= 1.0
+    assert all("histogram" not in o for e in bn["layers"].values() for o in e["output"])

@@ -7,7 +7,8 @@ kernel and the verification re-run) is started by :class:`Sandbox` through Debia
 - **What it sees, read-only:** ``/usr`` and ``/etc``, the interpreter's prefix, the virtual
   environment, and in place of the ``bncourse`` package a *student view* of it, a copy of the
   few modules that run next to student code (:mod:`bncourse.grading.student`, the package
-  ``__init__`` files, and ``bncourse.data`` where the problem set loads data). The reference
+  ``__init__`` files, ``bncourse.data`` where the problem set loads data, and
+  ``bncourse.diagnostics`` in ps4's optional part). The reference
   implementations, the judges, the gradebook, ``source/``, other submissions and the rest of
   the repository are not in its file system at all. In NumPy-only problem sets Keras,
   TensorFlow and JAX are hidden too (empty directories over their packages).
@@ -48,7 +49,11 @@ PACKAGE = Path(__file__).resolve().parents[1]
 # The modules of the package a sandbox may see: what runs next to student code.
 STUDENT_VIEW = ("__init__.py", "matplotlibrc", "grading/__init__.py", "grading/student")
 # Module files a problem set may also import (``ProblemSet.allowed``), by module name.
-ALLOWED_FILES = {"bncourse.data": "data.py", "bncourse.data_files": "data_files.py"}
+ALLOWED_FILES = {
+    "bncourse.data": "data.py",
+    "bncourse.data_files": "data_files.py",
+    "bncourse.diagnostics": "diagnostics.py",
+}
 FRAMEWORK_PACKAGES = (
     "keras",
     "tensorflow",
