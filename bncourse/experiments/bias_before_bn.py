@@ -26,6 +26,9 @@ NAME = "bias-before-bn"
 NO_LOSS_MARGIN = 0.01
 BIAS_STAYS_AT_ZERO = 1e-3  # a bias that never leaves its initial 0 by more than this
 GAMMA_MATCHES_STD = 0.25  # median relative gap |gamma - std| / std below which gamma "is" std
+# Test images on which the trained network is probed: what the biases change in training mode,
+# and the statistics of each BN layer's input that gamma and beta are compared with.
+PROBE_IMAGES = 1000
 
 
 def train(config, on_epoch=None):
@@ -54,7 +57,7 @@ def train(config, on_epoch=None):
 
     dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)][:-1]
     bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    probe = x_test[:1000]
+    probe = x_test[:PROBE_IMAGES]
     outcome = {
         "test": {"loss": float(test_loss), "accuracy": float(test_accuracy)},
         "n_params": {"trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights))},

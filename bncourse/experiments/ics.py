@@ -17,6 +17,16 @@ from bncourse.verdicts import effect, verdict
 
 NAME = "ics"
 ICS_PERCENTILES = (15, 50, 85)
+# Ioffe & Szegedy's figure 1 network: three hidden layers of 100 sigmoid units.
+HIDDEN_UNITS = (100, 100, 100)
+# The share of the probes, from the start of training, that the drift leaves out: it judges
+# the settled behaviour, not the first adjustments.
+DRIFT_LEFT_OUT = 0.1
+
+
+def drift_start(n_probes: int) -> int:
+    """The index of the first of ``n_probes`` probes that :func:`ics_drift` counts."""
+    return int(n_probes * DRIFT_LEFT_OUT)
 
 
 def noisy_shift_layer():
@@ -59,8 +69,8 @@ def train(config, on_epoch=None):
     variant = config["variant"]
     noisy = noisy_shift_layer()
     layers = [keras.Input((28, 28)), keras.layers.Flatten()]
-    for i in range(3):
-        layers.append(keras.layers.Dense(100, use_bias=variant == "none"))
+    for i, units in enumerate(HIDDEN_UNITS):
+        layers.append(keras.layers.Dense(units, use_bias=variant == "none"))
         if variant != "none":
             layers.append(keras.layers.BatchNormalization())
         if variant == "noisy-bn":
@@ -103,10 +113,10 @@ def train(config, on_epoch=None):
 
 def ics_drift(record) -> float:
     """How much the probed unit's input distribution moves over training: the standard
-    deviation of its median over the probes after the first 10% of steps, divided by the
-    mean distance between its 15th and 85th percentiles."""
+    deviation of its median over the probes after the first ``DRIFT_LEFT_OUT`` of them (a
+    share), divided by the mean distance between its 15th and 85th percentiles."""
     p = np.array(record["percentiles"])
-    p = p[len(p) // 10 :]
+    p = p[drift_start(len(p)) :]
     return float(p[:, 1].std() / max((p[:, 2] - p[:, 0]).mean(), 1e-12))
 
 

@@ -20,6 +20,7 @@ from bncourse.experiments.registry import Experiment, settings_configs
 NAME = "diagnostics"
 VARIANTS = ("none", "bn")
 SCALES = {"quick": [0.3, 1.0], "full": [0.3, 1.0, 3.0]}
+BATCH_SIZE = 32  # the T1 protocol's batch size, for ``diagnostics``
 
 SWEEPS_NAME = "diagnostics-sweeps"
 SWEEP_SCALES = {"quick": [0.1, 10.0], "full": init_scale.SCALES["full"]}
@@ -51,9 +52,9 @@ def _he(scale):
 
 
 def train(config, on_epoch=None):
-    """The T1 MLP (SGD with Nesterov momentum, batch 32) with He's initialisation times
-    ``init_scale``, recording diagnostics on the first ``probe`` test images every
-    ``every`` steps; also the test accuracy."""
+    """The T1 MLP (SGD with Nesterov momentum, batches of ``BATCH_SIZE``) with He's
+    initialisation times ``init_scale``, recording diagnostics on the first ``probe`` test
+    images every ``every`` steps; also the test accuracy."""
     import keras
 
     from bncourse import models
@@ -78,7 +79,7 @@ def train(config, on_epoch=None):
         x,
         y,
         epochs=config["epochs"],
-        batch_size=32,
+        batch_size=BATCH_SIZE,
         verbose=0,
         callbacks=[probe, *progress_callbacks(on_epoch)],
     )

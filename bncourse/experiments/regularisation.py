@@ -18,12 +18,15 @@ from bncourse.verdicts import effect, verdict
 
 NAME = "regularisation"
 VARIANTS = ("none", "bn", "dropout", "bn+dropout")
+DROPOUT_RATE = 0.3  # the share of each hidden layer's outputs that dropout zeroes
+BATCH_SIZE = 64
 
 
 def train(config, on_epoch=None):
-    """The T1 MLP with or without BN (before each ReLU) and with or without dropout (0.3
-    after each hidden layer), trained with Adam on a training set small enough to overfit;
-    records training, validation and test accuracy, all measured in inference mode."""
+    """The T1 MLP with or without BN (before each ReLU) and with or without dropout
+    (``DROPOUT_RATE`` after each hidden layer), trained with Adam on a training set small
+    enough to overfit; records training, validation and test accuracy, all measured in
+    inference mode."""
     import keras
 
     from bncourse.experiments.protocol import set_seed
@@ -42,7 +45,7 @@ def train(config, on_epoch=None):
             layers.append(make_bn_layer("keras", f"bn{i}"))
         layers.append(keras.layers.Activation("relu"))
         if dropout:
-            layers.append(keras.layers.Dropout(0.3))
+            layers.append(keras.layers.Dropout(DROPOUT_RATE))
     layers.append(keras.layers.Dense(10, activation="softmax"))
     model = keras.Sequential(layers)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -52,7 +55,7 @@ def train(config, on_epoch=None):
         y_train,
         validation_data=(x_val, y_val),
         epochs=config["epochs"],
-        batch_size=64,
+        batch_size=BATCH_SIZE,
         verbose=0,
         callbacks=callbacks,
     )
