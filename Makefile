@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bncourse-installed
 JB_FLAGS := -W --keep-going
 
-.PHONY: setup data mathjax browser sandbox postgres book lint test test-fast mutation bench reproduce assignments homework autograde clean
+.PHONY: setup data mathjax axe browser sandbox postgres book pdf lint test test-fast mutation bench reproduce assignments homework autograde clean
 
-setup: $(STAMP) data mathjax browser sandbox postgres
+setup: $(STAMP) data mathjax axe browser sandbox postgres
 
 # Reinstall only when the dependencies change; the package itself is installed editable.
 $(STAMP): pyproject.toml
@@ -39,6 +39,12 @@ data: $(STAMP)
 # tarball from the npm registry, checked and unpacked into .venv/share/bncourse/mathjax.
 mathjax: $(STAMP)
 	@$(PY) -m bncourse.mathjax ensure
+
+# axe-core, which checks every page against WCAG 2.1 A and AA in the browser test: the pinned
+# release's tarball from the npm registry, checked and unpacked into
+# .venv/share/bncourse-test/axe-core (apart from what the book serves).
+axe: $(STAMP)
+	@$(PY) -m bncourse.npm ensure axe-core
 
 # $(call apt_ensure,TEST,PACKAGES,WHAT FAILS WITHOUT THEM): when TEST fails, install Debian's
 # PACKAGES (as root, with apt-get), or say what will fail until someone does.
@@ -71,22 +77,35 @@ postgres:
 book: setup
 	$(VENV)/bin/jupyter-book build . $(JB_FLAGS)
 
+# The whole book as one PDF, _build/pdf/bncourse.pdf: a single-page build into
+# _build/singlehtml (from make book's execution cache: after make book nothing runs again),
+# printed by headless Chromium once MathJax has typeset it (bncourse/pdf.py).
+pdf: setup
+	$(PY) -m bncourse.pdf
+
 # The whole suite under Keras's TensorFlow backend, then the Keras-layer, model and folding
 # tests (marked keras_backend) again under JAX.
+# pytest-xdist runs the test files on every core, one file per worker at a time
+# (--dist loadfile), so that a file's module-scoped fixtures (a graded class, the built book)
+# are made once and its tests that share a machine (the book's browser tests) stay together.
+# PYTEST_WORKERS=-n0 runs everything in one process.
+PYTEST_WORKERS ?= -n auto --dist loadfile
 test: setup lint
-	$(PY) -m pytest
-	KERAS_BACKEND=jax $(PY) -m pytest -m keras_backend
+	$(PY) -m pytest $(PYTEST_WORKERS)
+	KERAS_BACKEND=jax $(PY) -m pytest -m keras_backend $(PYTEST_WORKERS)
 
-# The lint's rules (bugs, not taste) are in pyproject.toml's [tool.ruff]; the package's layers
-# (which module may import which) in its [tool.importlinter].
+# The lint's rules (bugs, not taste) are in pyproject.toml's [tool.ruff]; `ruff format --check`
+# keeps the code as the formatter writes it; the package's layers (which module may import
+# which) are in its [tool.importlinter].
 lint: setup
-	$(VENV)/bin/ruff check bncourse tests
+	$(VENV)/bin/ruff check bncourse tests .ci
+	$(VENV)/bin/ruff format --check bncourse tests .ci
 	$(VENV)/bin/lint-imports
 
 # Everything but the tests marked slow: for a quick check while working.
 test-fast: setup lint
-	$(PY) -m pytest -m "not slow"
-	KERAS_BACKEND=jax $(PY) -m pytest -m "keras_backend and not slow"
+	$(PY) -m pytest -m "not slow" $(PYTEST_WORKERS)
+	KERAS_BACKEND=jax $(PY) -m pytest -m "keras_backend and not slow" $(PYTEST_WORKERS)
 
 # Mutation testing of the code that decides correctness: the NumPy reference, the grading
 # comparisons and the verdict rules ([tool.mutmut] in pyproject.toml says which tests run).

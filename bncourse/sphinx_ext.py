@@ -1,6 +1,6 @@
 """The book's Sphinx extension (``sphinx: extra_extensions`` in ``_config.yml``).
 
-It does three things:
+It does four things:
 
 * **No stale pages.** The pages are executed once and their outputs cached
   (``execute_notebooks: cache``), keyed by jupyter-cache on the code cells only. A page's
@@ -20,6 +20,14 @@ It does three things:
   ``MATPLOTLIBRC``, pointing at the course's matplotlib defaults (Okabe and Ito's
   colour-blind-safe palette as the colour cycle, the figure size of
   :mod:`bncourse.plotting`).
+* **Accessible markup.** Two pieces of HTML that other packages write fail the WCAG 2.1 AA
+  checks of the book's browser test (axe-core): docutils marks each entry of the
+  bibliography with the deprecated ARIA role ``doc-biblioentry`` inside a ``role="list"``,
+  which leaves the list with no list items (:func:`_accessible_body` makes them
+  ``listitem``), and myst-nb names the summary of a ``hide-input`` cell "Toggle hidden
+  content", which hides its visible text ("Show code cell source") from speech input
+  (:func:`_visit_hidden_input` lets the text name it). The theme's own two buttons are
+  overridden in ``_templates/`` (see ``_config.yml``).
 """
 
 from __future__ import annotations
@@ -124,6 +132,35 @@ def _unique_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique
 
 
+def _accessible_body(app, pagename, templatename, context, doctree):
+    # docutils writes <div role="list" class="citation-list"> around entries with the role
+    # doc-biblioentry, which WAI-ARIA's DPUB module deprecates; assistive technology and
+    # axe-core then find a list without list items (axe: aria-required-children, critical).
+    body = context.get("body")
+    if body:
+        context["body"] = body.replace('role="doc-biblioentry"', 'role="listitem"')
+
+
+def _visit_hidden_input(self, node):
+    # myst-nb's <summary aria-label="Toggle hidden content"> gives the control a name that
+    # does not contain its visible label "Show code cell source" (WCAG 2.5.3, axe:
+    # label-content-name-mismatch): without the attribute the visible text names it.
+    from myst_nb.sphinx_ import visit_HideCellInput
+
+    start = len(self.body)
+    visit_HideCellInput(self, node)
+    self.body[start:] = [
+        part.replace(' aria-label="Toggle hidden content"', "") for part in self.body[start:]
+    ]
+
+
+def _override_hidden_input(app, config):
+    # After myst-nb's own setup (the extension is loaded after it), so this one wins.
+    from myst_nb.sphinx_ import HideCodeCellNode, depart_HideCellInput
+
+    app.add_node(HideCodeCellNode, override=True, html=(_visit_hidden_input, depart_HideCellInput))
+
+
 KERNEL_CONFIG = """\
 # Written by bncourse.sphinx_ext for the book's kernels. C-level output (TensorFlow's absl,
 # oneDNN and CUDA start-up lines, which TF_CPP_MIN_LOG_LEVEL does not silence) is not copied
@@ -218,6 +255,8 @@ def setup(app):
     # After myst-nb's own builder-inited handler, which sets the cache path.
     app.connect("builder-inited", _check_cache, priority=900)
     app.connect("env-get-outdated", _outdated)
+    app.connect("config-inited", _override_hidden_input)
     app.connect("html-page-context", _unique_scripts, priority=999)
+    app.connect("html-page-context", _accessible_body)
     app.connect("build-finished", _favicon_ico)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
