@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bncourse.npm import NpmPackage, NpmPackageError
+from bncourse.npm import NpmPackage, NpmPackageError, ensure_command
 
 __all__ = ["ENTRY_POINT", "VERSION", "MathJaxError", "default_dir", "ensure", "installed"]
 
@@ -87,14 +87,7 @@ def main(argv=None) -> int:
     if argv != ["ensure"]:
         print("usage: python -m bncourse.mathjax ensure", file=sys.stderr)
         return 2
-    try:
-        already = installed()
-        path = ensure()
-    except MathJaxError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"MathJax {VERSION} {'already in' if already else 'installed in'} {path}")
-    return 0
+    return ensure_command(_package())
 
 
 if __name__ == "__main__":

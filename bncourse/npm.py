@@ -199,7 +199,12 @@ def main(argv=None) -> int:
     if len(argv) != 2 or argv[0] != "ensure" or argv[1] not in PACKAGES:
         print(f"usage: python -m bncourse.npm ensure {{{','.join(PACKAGES)}}}", file=sys.stderr)
         return 2
-    package = PACKAGES[argv[1]]
+    return ensure_command(PACKAGES[argv[1]])
+
+
+def ensure_command(package: NpmPackage) -> int:
+    """``python -m ... ensure``: make sure ``package`` is installed, say where in one line;
+    1 with the error's message on stderr if it cannot be."""
     try:
         already = package.installed()
         path = package.ensure()

@@ -1,8 +1,11 @@
-"""Small datasets the data tests write themselves, the places they are looked for, and a
-loopback HTTP server for the downloads (tests/test_data.py, tests/test_data_downloads.py)."""
+"""Files the tests write themselves: small datasets (tests/test_data*.py), npm tarballs
+(tests/test_npm.py, tests/test_book_tools.py), and a loopback HTTP server to serve them."""
 
 import gzip
+import tarfile
+import hashlib
 import http.server
+import io
 import threading
 from pathlib import Path
 
@@ -88,3 +91,13 @@ class Server:
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+def npm_tarball(path: Path, members: dict) -> str:
+    """Write a .tgz with ``members`` ({name: bytes}), as npm packs one; return its SHA-256."""
+    with tarfile.open(path, "w:gz") as archive:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -5,31 +5,19 @@ with tarballs the tests make."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import http.server
-import io
 import json
 import statistics
-import tarfile
 import threading
 from pathlib import Path
 
 import pytest
 
 from bncourse import book, mathjax, sphinx_ext
+from data_fakes import npm_tarball
 from bncourse.plotting import PALETTE
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tarball(path: Path, members: dict) -> str:
-    """Write a .tgz with ``members`` ({name: bytes}); return its SHA-256."""
-    with tarfile.open(path, "w:gz") as archive:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            archive.addfile(info, io.BytesIO(content))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 MEMBERS = {
@@ -58,7 +46,7 @@ def test_mathjax_downloads_checks_and_unpacks_only_what_the_book_needs(
     registry, tmp_path, monkeypatch
 ):
     url, root = registry
-    sha = _tarball(root / "mathjax" / "-" / f"mathjax-{mathjax.VERSION}.tgz", MEMBERS)
+    sha = npm_tarball(root / "mathjax" / "-" / f"mathjax-{mathjax.VERSION}.tgz", MEMBERS)
     monkeypatch.setattr(mathjax, "SHA256", sha)
     target = tmp_path / "share" / "mathjax"
     assert not mathjax.installed(target)
@@ -76,7 +64,7 @@ def test_mathjax_downloads_checks_and_unpacks_only_what_the_book_needs(
 
 def test_mathjax_wrong_checksum_leaves_nothing_behind(registry, tmp_path, monkeypatch):
     url, root = registry
-    _tarball(root / "mathjax" / "-" / f"mathjax-{mathjax.VERSION}.tgz", MEMBERS)
+    npm_tarball(root / "mathjax" / "-" / f"mathjax-{mathjax.VERSION}.tgz", MEMBERS)
     monkeypatch.setattr(mathjax, "SHA256", "0" * 64)
     target = tmp_path / "share" / "mathjax"
     with pytest.raises(mathjax.MathJaxError, match="checksum mismatch"):
@@ -90,9 +78,9 @@ def test_mathjax_unreachable_registry_says_what_to_do(tmp_path):
         mathjax.ensure(tmp_path / "mj", registry="http://127.0.0.1:9")
 
 
-def test_mathjax_from_a_local_tarball(tmp_path, monkeypatch):
+def test_mathjax_from_a_localnpm_tarball(tmp_path, monkeypatch):
     tgz = tmp_path / "mathjax.tgz"
-    monkeypatch.setattr(mathjax, "SHA256", _tarball(tgz, MEMBERS))
+    monkeypatch.setattr(mathjax, "SHA256", npm_tarball(tgz, MEMBERS))
     monkeypatch.setenv("BNCOURSE_MATHJAX_TARBALL", str(tgz))
     assert mathjax.installed(mathjax.ensure(tmp_path / "mj"))
     monkeypatch.setenv("BNCOURSE_MATHJAX_TARBALL", str(tmp_path / "missing.tgz"))
@@ -103,13 +91,13 @@ def test_mathjax_from_a_local_tarball(tmp_path, monkeypatch):
 def test_mathjax_refuses_paths_outside_the_package_and_non_mathjax(tmp_path, monkeypatch):
     evil = tmp_path / "evil.tgz"
     monkeypatch.setattr(
-        mathjax, "SHA256", _tarball(evil, {**MEMBERS, "package/es5/../../../escape.js": b"x"})
+        mathjax, "SHA256", npm_tarball(evil, {**MEMBERS, "package/es5/../../../escape.js": b"x"})
     )
     with pytest.raises(mathjax.MathJaxError, match="outside the package"):
         mathjax.ensure(tmp_path / "mj", tarball=evil)
     assert not (tmp_path / "escape.js").exists()
     other = tmp_path / "other.tgz"
-    monkeypatch.setattr(mathjax, "SHA256", _tarball(other, {"package/es5/x.js": b"x"}))
+    monkeypatch.setattr(mathjax, "SHA256", npm_tarball(other, {"package/es5/x.js": b"x"}))
     with pytest.raises(mathjax.MathJaxError, match="not a MathJax"):
         mathjax.ensure(tmp_path / "mj2", tarball=other)
 

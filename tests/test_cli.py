@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bncourse import cli, data, experiments
+from bncourse.experiments import protocol
 from bncourse.results import check_result, load_results
 
 from test_data import fake_dataset, write_idx_set
@@ -111,13 +112,13 @@ def test_saved_runs_are_skipped_and_an_interrupted_run_resumes(
             raise KeyboardInterrupt  # as if Ctrl-C came during the second run
         return real_train(config, **kwargs)
 
-    monkeypatch.setattr(experiments, "train_run", interrupted)
+    monkeypatch.setattr(protocol, "train_run", interrupted)  # what every protocol run calls
     code, _, stderr = run_cli(argv, capsys)
     assert code == 130 and "finished runs are saved" in stderr
     assert [p.name.split("-")[0] for p in out.rglob("*.json")] == ["none"]
     assert not list(out.rglob("*.part"))
 
-    monkeypatch.setattr(experiments, "train_run", real_train)
+    monkeypatch.setattr(protocol, "train_run", real_train)
     code, stdout, stderr = run_cli(argv, capsys)
     assert code == 0
     assert "1 run(s) already saved" in stderr and "[run 1/1] small bn=after" in stderr

@@ -6,14 +6,12 @@ and the command line, with tarballs the tests make."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import json
-import tarfile
 
 import pytest
 
 from bncourse import mathjax, npm
+from data_fakes import npm_tarball
 
 MEMBERS = {
     "package/package.json": b'{"name": "axe-core"}',
@@ -22,15 +20,6 @@ MEMBERS = {
     "package/axe.js": b"not kept",
     "package/locales/de.json": b"{}",
 }
-
-
-def _tarball(path, members) -> str:
-    with tarfile.open(path, "w:gz") as archive:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            archive.addfile(info, io.BytesIO(content))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_axe_core_is_pinned_and_kept_apart_from_what_the_book_serves(monkeypatch):
@@ -47,7 +36,7 @@ def test_axe_core_is_pinned_and_kept_apart_from_what_the_book_serves(monkeypatch
 
 def test_only_the_kept_files_are_unpacked_and_a_second_call_downloads_nothing(tmp_path):
     tgz = tmp_path / "axe.tgz"
-    package = dataclasses.replace(npm.AXE_CORE, sha256=_tarball(tgz, MEMBERS))
+    package = dataclasses.replace(npm.AXE_CORE, sha256=npm_tarball(tgz, MEMBERS))
     target = tmp_path / "share" / "axe-core"
     assert not package.installed(target)
     assert package.ensure(target, tarball=tgz) == target
@@ -61,12 +50,12 @@ def test_only_the_kept_files_are_unpacked_and_a_second_call_downloads_nothing(tm
 
 def test_a_wrong_tarball_is_refused_and_leaves_nothing(tmp_path):
     tgz = tmp_path / "axe.tgz"
-    _tarball(tgz, MEMBERS)
+    npm_tarball(tgz, MEMBERS)
     target = tmp_path / "share" / "axe-core"
     with pytest.raises(npm.NpmPackageError, match=r"is not axe-core-4\.\d+\.\d+\.tgz"):
         npm.AXE_CORE.ensure(target, tarball=tgz)  # the real pin, another file
     other = tmp_path / "other.tgz"
-    package = dataclasses.replace(npm.AXE_CORE, sha256=_tarball(other, {"package/axe.js": b"x"}))
+    package = dataclasses.replace(npm.AXE_CORE, sha256=npm_tarball(other, {"package/axe.js": b"x"}))
     with pytest.raises(npm.NpmPackageError, match="has no package/axe.min.js: not a axe-core"):
         package.ensure(target, tarball=other)
     assert not target.exists()
@@ -85,7 +74,7 @@ def test_the_command_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(
         npm,
         "PACKAGES",
-        {"axe-core": dataclasses.replace(npm.AXE_CORE, sha256=_tarball(tgz, MEMBERS))},
+        {"axe-core": dataclasses.replace(npm.AXE_CORE, sha256=npm_tarball(tgz, MEMBERS))},
     )
     monkeypatch.setenv("BNCOURSE_AXE_TARBALL", str(tgz))
     assert npm.main(["ensure", "axe-core"]) == 0

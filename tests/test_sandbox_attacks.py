@@ -13,6 +13,7 @@ own status in the report.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import sqlite3
 import subprocess
@@ -260,19 +261,49 @@ def attacked(tmp_path_factory):
     server.close()
     with sqlite3.connect(graded.course.path / "gradebook.db") as db:
         triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
-    left = subprocess.run(
-        ["pgrep", "-U", ",".join(str(isolation.UID_BASE + s) for s in range(0, 1000))],
-        capture_output=True,
-        text=True,
-    )
+    left = _left_running()
     return {
         "graded": graded,
         "connections": len(got),
         "triggers": triggers,
         "package_unchanged": _package_digest() == before,
         "evil_pth": (site / EVIL_PTH).exists(),
-        "left_running": left.stdout.split(),
+        "left_running": left,
     }
+
+
+def _left_running() -> list:
+    """Processes still running under a sandbox's user id whose slot no grader holds.
+
+    Another test file may be grading at the same time (make test runs files on every
+    core), each grader holding its slot's lock (isolation.claim_slot): its sandboxes are
+    alive by right. A slot whose lock can be taken has no grader, so any process left under
+    its user id outlived the sandbox that started it. The lock is held while looking, so
+    no grader can claim the slot meanwhile."""
+    import fcntl
+
+    ps = subprocess.run(["ps", "-e", "-o", "pid=,uid="], capture_output=True, text=True)
+    left = []
+    for line in ps.stdout.splitlines():
+        pid, uid = (int(v) for v in line.split())
+        slot = uid - isolation.UID_BASE
+        if not 0 <= slot < 1000:
+            continue
+        lock = Path(f"/tmp/bncourse-sandbox-slot-{slot}.lock")
+        if not lock.exists():
+            left.append(str(pid))  # a slot outside claim_slot's: no grader can hold it
+            continue
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live grader holds this slot
+        else:
+            if Path(f"/proc/{pid}").exists():
+                left.append(str(pid))
+        finally:
+            os.close(fd)  # closing releases the lock
+    return left
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

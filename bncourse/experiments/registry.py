@@ -68,7 +68,7 @@ class Experiment:
 
 def protocol_experiment(protocol: Protocol, *, claims=(), judge=None, reads=()) -> Experiment:
     """The experiment that runs a tutorial protocol: every variant for every seed."""
-    from bncourse.experiments.protocol import prepare_data, train_run
+    from bncourse.experiments import protocol as _protocol
 
     def train(config, on_epoch=None, arrays_cache=None):
         """Train one run; ``arrays_cache`` (a dict) keeps the prepared data between runs of
@@ -77,8 +77,8 @@ def protocol_experiment(protocol: Protocol, *, claims=(), judge=None, reads=()) 
         key = (config["dataset"], config["model"], str(config["subset"]), str(config["validation"]))
         if key not in cache:
             cache.clear()
-            cache[key] = prepare_data(config)
-        return train_run(config, on_epoch=on_epoch, arrays=cache[key])
+            cache[key] = _protocol.prepare_data(config)
+        return _protocol.train_run(config, on_epoch=on_epoch, arrays=cache[key])
 
     def configs(profile):
         return [
