@@ -179,8 +179,13 @@ c.IPKernelApp.log_level = "ERROR"
 
 
 def kernel_log(outdir) -> Path:
-    """Where the book's kernels write their C-level stderr: next to the build's output."""
-    return Path(outdir).parent / "kernel-stderr.log"
+    """Where the book's kernels write their C-level stderr: next to the build's output,
+    ``_build/kernel-stderr.log`` for the HTML build and ``kernel-stderr-<builder>.log`` for
+    the others (``make pdf``'s single-page build), so that one build does not empty the
+    other's log."""
+    outdir = Path(outdir)
+    suffix = "" if outdir.name == "html" else f"-{outdir.name}"
+    return outdir.parent / f"kernel-stderr{suffix}.log"
 
 
 def _kernel_profile(outdir) -> Path:

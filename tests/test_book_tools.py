@@ -416,3 +416,11 @@ def test_c_level_stderr_goes_to_the_kernel_log_not_the_page_or_the_build_log(tin
     assert "C-LEVEL-NOISE" not in html and "C-LEVEL-NOISE" not in log
     assert "running over TCP without encryption" not in log
     assert "C-LEVEL-NOISE" in (root / "_build" / "kernel-stderr.log").read_text()
+
+
+def test_each_builder_keeps_its_own_kernel_log(tmp_path):
+    """make pdf's single-page build does not empty the HTML build's kernel log."""
+    html = sphinx_ext.kernel_log(tmp_path / "_build" / "html")
+    single = sphinx_ext.kernel_log(tmp_path / "_build" / "singlehtml")
+    assert html == tmp_path / "_build" / "kernel-stderr.log"
+    assert single.parent == html.parent and single != html
