@@ -16,15 +16,14 @@ from functools import partial
 import numpy as np
 
 from .compare import assert_close, assert_equal, carried_forward
-from .registry import JudgeRegistry, reference
+from .registry import reference
 from .student.ps3_keras_layer_common import CLASSES, IMAGE, WEIGHTS, cases, qualname
 from .student.messages import CheckFailed, as_failure
 from .student.values import require_array
 
-JUDGES = JudgeRegistry("ps3-keras-layer")
-
 
 from .keras_layer_common import (
+    JUDGES,
     TOL,
     EXACT,
     HIDDEN,
@@ -38,7 +37,7 @@ from .keras_layer_common import (
     _describe,
     _moments_wrong,
 )
-from . import keras_layer_state
+from . import keras_layer_state  # noqa: F401 (registers the state's judges)
 
 # ============================================================ 1. moments
 
@@ -429,6 +428,3 @@ def _judge_mlp(inputs, outputs):
             )
         lines.append("    the first MyBatchNorm's moving_mean moved")
     return lines
-
-
-JUDGES.update(keras_layer_state.JUDGES)

@@ -5,8 +5,11 @@ statistics the hints are computed from, and the checks of what the student's lay
 import numpy as np
 
 from .compare import assert_close, own_wrong
-from .registry import reference
+from .registry import JudgeRegistry, reference
 from .student.ps3_keras_layer_common import WEIGHTS, qualname
+
+# The problem set's one registry: keras_layer and keras_layer_state both register into it.
+JUDGES = JudgeRegistry("ps3-keras-layer")
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}
 EXACT = {"rtol": 0.0, "atol": 0.0}

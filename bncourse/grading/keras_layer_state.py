@@ -1,16 +1,16 @@
 """Judges of ps3-keras-layer, the layer's state: the moving statistics, inference mode and
-``trainable=False``. Registered in their own :class:`JudgeRegistry`, which
-:mod:`bncourse.grading.keras_layer` merges into the problem set's."""
+``trainable=False``. Registered in the problem set's
+``JUDGES`` (in :mod:`.keras_layer_common`); :mod:`bncourse.grading.keras_layer` imports this module."""
 
 from functools import partial
 
 import numpy as np
 
 from .compare import assert_close, carried_forward
-from .registry import JudgeRegistry
 from .student.ps3_keras_layer_common import cases
 
 from .keras_layer_common import (
+    JUDGES,
     TOL,
     _keras_bn,
     _np,
@@ -23,8 +23,6 @@ from .keras_layer_common import (
     _describe,
     _moments_wrong,
 )
-
-JUDGES = JudgeRegistry("ps3-keras-layer")
 
 
 # ============================================================ 4. the moving statistics

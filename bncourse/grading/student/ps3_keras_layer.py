@@ -17,12 +17,11 @@ import json
 
 import numpy as np
 
-from .producers import ProducerRegistry
 from .values import require_tuple
 
-PRODUCERS = ProducerRegistry("ps3-keras-layer")
 
 from .ps3_keras_layer_common import (
+    PRODUCERS,
     WEIGHTS,
     IMAGE,
     CLASSES,
@@ -45,7 +44,7 @@ from .ps3_keras_layer_common import (
     _params,
     _moving_values,
 )
-from . import ps3_keras_layer_state
+from . import ps3_keras_layer_state  # noqa: F401 (registers the state's producers)
 
 # ============================================================ 1. moments
 
@@ -367,6 +366,3 @@ PRODUCERS.add(
 PRODUCERS.add(
     "mlp", "build_mlp: one training step on 8 images gives a finite loss", _mlp_cases, _produce_mlp
 )
-
-
-PRODUCERS.update(ps3_keras_layer_state.PRODUCERS)

@@ -1,16 +1,15 @@
 """Producers of ps3-keras-layer, the layer's state: the moving statistics, inference mode
-and ``trainable=False``. Registered in their own :class:`ProducerRegistry`, which
-:mod:`bncourse.grading.student.ps3_keras_layer` merges into the problem set's."""
+and ``trainable=False``. Registered in the problem set's
+``PRODUCERS`` (in :mod:`.ps3_keras_layer_common`); :mod:`.ps3_keras_layer` imports this module."""
 
 from __future__ import annotations
 
 
 import numpy as np
 
-from .producers import ProducerRegistry
-
 
 from .ps3_keras_layer_common import (
+    PRODUCERS,
     _keras,
     _layer_class,
     _class_facts,
@@ -27,8 +26,6 @@ from .ps3_keras_layer_common import (
     _params,
     _moving_values,
 )
-
-PRODUCERS = ProducerRegistry("ps3-keras-layer")
 
 
 # ============================================================ 4. the moving statistics
