@@ -167,3 +167,20 @@ def test_a_check_cannot_be_produced_or_judged_twice():
     with pytest.raises(ValueError, match="the judge of check 'psx.a' is defined twice"):
         judges.judge("a")(lambda inputs, outputs: [])
     assert judges["psx.a"] is judge
+
+
+def test_the_import_contract_forbids_every_outside_grading_module():
+    """pyproject's forbidden-imports contract for the student side names every module of
+    bncourse.grading that is not on the student side, so a new judge cannot be left out."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    contracts = config["tool"]["importlinter"]["contracts"]
+    (contract,) = [c for c in contracts if c.get("source_modules") == ["bncourse.grading.student"]]
+    outside = {
+        "bncourse.grading." + p.stem
+        for p in (ROOT / "bncourse" / "grading").glob("*.py")
+        if p.stem != "__init__"
+    }
+    assert "bncourse.grading.keras_layer_state" in outside
+    assert outside - set(contract["forbidden_modules"]) == set()
