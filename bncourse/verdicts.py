@@ -50,6 +50,9 @@ class Effect:
         side: 'above' if the claim predicts the effect exceeds ``threshold``, 'below' if it
             predicts the effect stays under it.
         outcome: supported, inconclusive or contradicted (computed from the three above).
+        prediction: what the claim predicts, in words, where "> threshold" or "< threshold"
+            would misstate it (a guarantee predicts a share of exactly 0, which no interval
+            can show: it can only be contradicted).
     """
 
     label: str
@@ -57,13 +60,15 @@ class Effect:
     threshold: float
     side: str
     outcome: str
+    prediction: str = ""
 
     def describe(self) -> str:
         i = self.interval
         sign = ">" if self.side == "above" else "<"
+        predicts = self.prediction or f"{sign} {self.threshold:g}"
         return (
             f"{self.label}: {i.estimate:.4g}, interval [{i.low:.4g}, {i.high:.4g}] "
-            f"({i.method}); the claim predicts {sign} {self.threshold:g}: "
+            f"({i.method}); the claim predicts {predicts}: "
             f"{self.outcome.upper()}"
         )
 
@@ -92,12 +97,18 @@ class Effect:
 
 
 def effect(
-    label: str, interval: Interval, *, threshold: float = 0.0, side: str = "above"
+    label: str,
+    interval: Interval,
+    *,
+    threshold: float = 0.0,
+    side: str = "above",
+    prediction: str = "",
 ) -> Effect:
     """An :class:`Effect` with its outcome decided by where ``interval`` lies.
 
     The boundary counts as inconclusive: an interval that touches the threshold has not
-    excluded it.
+    excluded it. ``prediction`` words what the claim predicts where the side and threshold
+    alone would misstate it (see :class:`Effect`).
     """
     if side not in _SIDES:
         raise ValueError(f"side must be 'above' or 'below', got {side!r}")
@@ -117,7 +128,7 @@ def effect(
             if interval.low > threshold
             else INCONCLUSIVE
         )
-    return Effect(label, interval, float(threshold), side, outcome)
+    return Effect(label, interval, float(threshold), side, outcome, prediction)
 
 
 @dataclass(frozen=True)

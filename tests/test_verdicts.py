@@ -152,6 +152,16 @@ def test_an_effect_describes_itself_and_what_would_change_it(
     assert e.change() == change
 
 
+def test_an_effect_words_a_prediction_its_threshold_would_misstate():
+    """A guarantee predicts a share of exactly 0: the line says so instead of '< 0'."""
+    e = effect("diverged", interval(0.2, 0.8), side="below", prediction="0 (no run diverges)")
+    assert e.describe() == (
+        "diverged: 0.5, interval [0.2, 0.8] (test); the claim predicts 0 (no run diverges): "
+        "CONTRADICTED"
+    )
+    assert e.outcome == effect("diverged", interval(0.2, 0.8), side="below").outcome
+
+
 def test_a_verdict_says_which_effects_decided_it():
     up, down, unsure = make(*UP), make(*DOWN), make(*UNSURE)
     contradicted = verdict("1a", "BN helps", "sweep", [up, down], "rule")

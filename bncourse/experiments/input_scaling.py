@@ -127,6 +127,7 @@ def judge(runs):
                     "share of runs on [0, 1] inputs whose training diverged (every swept scale)",
                     binomial_interval(diverged, len(unit)),
                     side="below",
+                    prediction="0 (no run diverges)",
                 )
             ],
             rule="a guarantee is contradicted by one counterexample: with inputs in [0, 1], the "

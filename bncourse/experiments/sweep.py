@@ -15,6 +15,9 @@ from bncourse.experiments.common import fashion_subset, progress_callbacks, requ
 from bncourse.experiments.registry import MissingRuns
 
 DEEP_MLP = (100,) * 6  # six hidden layers: deep enough for the initial scale to matter
+# The initial-scale sweep's optimizer (the learning-rate sweep uses plain SGD at each rate).
+INIT_SCALE_SGD = {"learning_rate": 0.01, "momentum": 0.9}
+BATCH_SIZE = 64
 VARIANTS = ("none", "bn", "frozen")
 # Five points of accuracy: several times the seed-to-seed spread of a network that trains
 # (about one point here), and small next to what training adds over random features.
@@ -53,7 +56,7 @@ def train(config, on_epoch=None):
     if "learning_rate" in config:
         optimizer = keras.optimizers.SGD(learning_rate=config["learning_rate"])
     else:
-        optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+        optimizer = keras.optimizers.SGD(**INIT_SCALE_SGD)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     def stop_if_not_finite(batch, logs):
@@ -69,7 +72,7 @@ def train(config, on_epoch=None):
         y_train,
         validation_data=(x_val, y_val),
         epochs=config["epochs"],
-        batch_size=64,
+        batch_size=BATCH_SIZE,
         verbose=0,
         callbacks=callbacks,
     )
