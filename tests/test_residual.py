@@ -12,6 +12,9 @@ from bncourse import residual
 from bncourse.experiments import experiment_configs
 from bncourse.experiments import residual as experiment
 
+# The custom optimizers take fit's JAX path (gradients without their variables) too.
+pytestmark = pytest.mark.keras_backend
+
 
 def as_np(x):
     return np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float64)
