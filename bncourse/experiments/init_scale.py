@@ -48,8 +48,8 @@ def judge(runs):
 EXPERIMENTS = (
     Experiment(
         name=NAME,
-        title="Six-layer MLP, with and without BN and a frozen control, initial weights at 0.01x "
-        "to 100x He",
+        title=f"{sweep.MODEL}, with and without BN and a frozen control, initial weights at "
+        f"{min(SCALES['full']):g}x to {max(SCALES['full']):g}x He",
         configs=settings_configs(
             NAME,
             variants=sweep.VARIANTS,

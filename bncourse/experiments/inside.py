@@ -94,7 +94,7 @@ def train(config, on_epoch=None):
 def train_sweep_point(config, on_epoch=None):
     """The six-layer MLP of :mod:`bncourse.experiments.sweep` at one point of its sweeps:
     He's initialisation times ``init_scale``, SGD with ``learning_rate`` and ``momentum``,
-    batch 64. Records the diagnostics on the first ``probe`` test images after each of the
+    batches of ``sweep.BATCH_SIZE``. Records the diagnostics on the first ``probe`` test images after each of the
     first ``first`` steps and every ``every`` steps (without the histograms), the training
     loss per epoch, whether it diverged (the loss, or the probe's outputs or gradients,
     stopped being finite; training stops there), and the test accuracy on the other test
@@ -132,7 +132,7 @@ def train_sweep_point(config, on_epoch=None):
         x,
         y,
         epochs=config["epochs"],
-        batch_size=64,
+        batch_size=sweep.BATCH_SIZE,
         verbose=0,
         callbacks=[
             probe,
@@ -164,8 +164,9 @@ def train_sweep_point(config, on_epoch=None):
 
 
 def _sweeps_configs(profile):
-    """The initial-scale sweep's points (SGD 0.01 with momentum 0.9), then the learning-rate
-    sweep's (plain SGD, He's scale), each config naming its ``sweep``."""
+    """The initial-scale sweep's points (its SGD with momentum, ``sweep.INIT_SCALE_SGD``),
+    then the learning-rate sweep's (plain SGD, He's scale), each config naming its
+    ``sweep``."""
     settings = {
         "quick": {"train": 1280, "test": 512, "probe": 256, "epochs": 1, "every": 10, "first": 5},
         "full": {
@@ -182,8 +183,7 @@ def _sweeps_configs(profile):
         SWEEPS_NAME,
         variants=VARIANTS,
         settings={
-            p: {**s, "sweep": "init_scale", "learning_rate": 0.01, "momentum": 0.9}
-            for p, s in settings.items()
+            p: {**s, "sweep": "init_scale", **sweep.INIT_SCALE_SGD} for p, s in settings.items()
         },
         seeds=seeds,
         sweep=("init_scale", SWEEP_SCALES),
@@ -220,7 +220,7 @@ EXPERIMENTS = (
     ),
     Experiment(
         name=SWEEPS_NAME,
-        title="Six-layer MLP of the initial-scale and learning-rate sweeps, with and without "
+        title=f"The initial-scale and learning-rate sweeps' {sweep.MODEL}, with and without "
         "BN: per-layer statistics at the sweeps' points",
         configs=_sweeps_configs,
         train=train_sweep_point,

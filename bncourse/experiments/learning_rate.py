@@ -57,8 +57,8 @@ def judge(runs):
 EXPERIMENTS = (
     Experiment(
         name=NAME,
-        title="Six-layer MLP, with and without BN and a frozen control, plain SGD at learning "
-        "rates 0.001 to 10",
+        title=f"{sweep.MODEL}, with and without BN and a frozen control, plain SGD at learning "
+        f"rates {min(RATES['full']):g} to {max(RATES['full']):g}",
         configs=settings_configs(
             NAME,
             variants=sweep.VARIANTS,

@@ -18,6 +18,7 @@ DEEP_MLP = (100,) * 6  # six hidden layers: deep enough for the initial scale to
 # The initial-scale sweep's optimizer (the learning-rate sweep uses plain SGD at each rate).
 INIT_SCALE_SGD = {"learning_rate": 0.01, "momentum": 0.9}
 BATCH_SIZE = 64
+MODEL = f"MLP with {len(DEEP_MLP)} hidden layers of {DEEP_MLP[0]}"  # for the titles
 VARIANTS = ("none", "bn", "frozen")
 # Five points of accuracy: several times the seed-to-seed spread of a network that trains
 # (about one point here), and small next to what training adds over random features.
