@@ -12,7 +12,15 @@ import math
 import statistics
 from dataclasses import dataclass
 
-__all__ = ["CONFIDENCE", "Interval", "binomial_interval", "mean_std", "t_interval"]
+__all__ = [
+    "CONFIDENCE",
+    "Interval",
+    "binomial_interval",
+    "equivalence_power",
+    "mean_std",
+    "seeds_for_equivalence",
+    "t_interval",
+]
 
 CONFIDENCE = 0.95
 
@@ -102,4 +110,51 @@ def binomial_interval(successes: int, trials: int, confidence: float = CONFIDENC
         high,
         values,
         f"{successes} of {trials} runs, {confidence:.0%} Clopper-Pearson interval",
+    )
+
+
+def equivalence_power(n: int, sd: float, margin: float, confidence: float = CONFIDENCE) -> float:
+    """The chance that ``n`` paired seeds show an effect to lie below ``margin`` (the upper
+    end of :func:`t_interval` under it) when the true effect is 0 and the per-seed effects
+    are normal with standard deviation ``sd``.
+
+    The upper end lies below the margin when ``(margin - mean) / (s / sqrt(n))`` exceeds the
+    t quantile, and that statistic follows a noncentral t distribution with ``n - 1`` degrees
+    of freedom and noncentrality ``margin * sqrt(n) / sd``.
+    """
+    from scipy import stats as _stats
+
+    if n < 2:
+        raise ValueError(f"n must be at least 2 (one seed gives no interval), got {n}")
+    if not (math.isfinite(sd) and sd >= 0.0):
+        raise ValueError(f"sd must be finite and >= 0, got {sd}")
+    if not (math.isfinite(margin) and margin > 0.0):
+        raise ValueError(f"margin must be finite and > 0, got {margin}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if sd == 0.0:
+        return 1.0
+    critical = float(_stats.t.ppf(0.5 + confidence / 2, n - 1))
+    return float(_stats.nct.sf(critical, n - 1, margin * math.sqrt(n) / sd))
+
+
+def seeds_for_equivalence(
+    sd: float,
+    margin: float,
+    power: float = 0.8,
+    confidence: float = CONFIDENCE,
+    *,
+    most: int = 10_000,
+) -> int:
+    """The fewest seeds whose :func:`equivalence_power` reaches ``power``: how many an
+    equivalence test needs, given the spread ``sd`` of its per-seed effect (from a pilot).
+    More than ``most`` seeds is an error."""
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power must be in (0, 1), got {power}")
+    for n in range(2, most + 1):
+        if equivalence_power(n, sd, margin, confidence) >= power:
+            return n
+    raise ValueError(
+        f"more than {most:,} seeds would be needed for sd {sd} and margin {margin}: "
+        "widen the margin or make each run less noisy"
     )

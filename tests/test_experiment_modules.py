@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bncourse import cli, experiments
-from bncourse.experiments import epoch_time, ics, input_scaling, registry, sweep
+from bncourse.experiments import bias_before_bn, epoch_time, ics, input_scaling, registry, sweep
 from bncourse.experiments.common import recompute_bn_statistics
 from bncourse.results import check_result, load_results
 from bncourse.verdicts import VERDICTS_FILE
@@ -45,13 +45,35 @@ def test_every_experiment_is_one_module_of_the_registry():
 def test_claim_configurations_go_seed_by_seed():
     full = experiments.experiment_configs("bias-before-bn", "full")
     assert [(c["seed"], c["variant"]) for c in full] == [
-        (s, v) for s in range(5) for v in ("bias", "nobias")
+        (s, v) for s in bias_before_bn.FULL_SEEDS for v in ("bias", "nobias")
     ]
     assert {c["train"] for c in full} == {20000}
     init = experiments.experiment_configs("init-scale", "full")
     assert len(init) == 5 * 3 * 5 and {c["variant"] for c in init} == set(sweep.VARIANTS)
     with pytest.raises(ValueError, match="profile must be 'quick' or 'full'"):
         experiments.experiment_configs("bias-before-bn", "medium")
+
+
+def test_claim_8_has_the_seeds_its_pilot_asks_for():
+    """Claim 8's equivalence test runs the number of seeds that the committed pilot runs'
+    spread asks for (stats.seeds_for_equivalence), and the pilot's seeds come first."""
+    from bncourse.results import repository_results_dir
+    from bncourse.stats import mean_std, seeds_for_equivalence
+
+    seeds = bias_before_bn.FULL_SEEDS
+    assert seeds[: len(bias_before_bn.PILOT_SEEDS)] == bias_before_bn.PILOT_SEEDS
+    records, _ = load_results(repository_results_dir() / bias_before_bn.NAME)
+    accuracy = {
+        (r["config"]["seed"], r["config"]["variant"]): r["test"]["accuracy"]
+        for r in records
+        if r["config"]["seed"] in bias_before_bn.PILOT_SEEDS
+    }
+    assert len(accuracy) == 2 * len(bias_before_bn.PILOT_SEEDS)
+    loss = [accuracy[s, "bias"] - accuracy[s, "nobias"] for s in bias_before_bn.PILOT_SEEDS]
+    needed = seeds_for_equivalence(
+        mean_std(loss)[1], bias_before_bn.NO_LOSS_MARGIN, bias_before_bn.EQUIVALENCE_POWER
+    )
+    assert len(seeds) == needed > len(bias_before_bn.PILOT_SEEDS)
 
 
 def test_plain_mlp_gradients_match_finite_differences(rng):

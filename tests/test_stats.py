@@ -5,7 +5,14 @@ import math
 
 import pytest
 
-from bncourse.stats import Interval, binomial_interval, mean_std, t_interval
+from bncourse.stats import (
+    Interval,
+    binomial_interval,
+    equivalence_power,
+    mean_std,
+    seeds_for_equivalence,
+    t_interval,
+)
 
 
 def test_t_interval_is_the_mean_plus_minus_t_standard_errors():
@@ -87,3 +94,88 @@ def test_an_interval_contains_its_ends():
     assert i.contains(0.0) and i.contains(1.0) and i.contains(0.5)
     assert not i.contains(-1e-12) and not i.contains(1.0 + 1e-12)
     assert str(i) == "0.5 [0, 1]"
+
+
+def test_equivalence_power_matches_a_simulation_of_the_rule():
+    """The chance that t_interval's upper end falls under the margin when the true effect is
+    0, simulated with seeded normal effects, against the noncentral-t formula."""
+    import numpy as np
+
+    rng = np.random.default_rng(8)
+    sd, margin = 0.02, 0.01
+    for n in (5, 20, 31):
+        draws = rng.normal(0.0, sd, size=(4000, n))
+        shown = np.mean([t_interval(d).high < margin for d in draws[:1000]])
+        # the same decision, vectorised, on all draws
+        from scipy import stats as st
+
+        upper = draws.mean(axis=1) + st.t.ppf(0.975, n - 1) * draws.std(axis=1, ddof=1) / n**0.5
+        assert abs(np.mean(upper < margin) - equivalence_power(n, sd, margin)) < 0.03
+        assert abs(shown - np.mean(upper[:1000] < margin)) < 1e-12
+
+
+def test_equivalence_power_grows_with_seeds_and_margin_and_shrinks_with_noise():
+    assert equivalence_power(10, 0.02, 0.01) < equivalence_power(20, 0.02, 0.01)
+    assert equivalence_power(10, 0.02, 0.01) < equivalence_power(10, 0.02, 0.02)
+    assert equivalence_power(10, 0.04, 0.01) < equivalence_power(10, 0.02, 0.01)
+    assert equivalence_power(3, 0.0, 0.01) == 1.0  # no noise: the interval is the point 0
+    assert equivalence_power(5, 0.02, 0.01, confidence=0.5) > equivalence_power(5, 0.02, 0.01)
+
+
+def test_equivalence_power_matches_an_integral_over_the_sample_spread():
+    """An independent route to the same chance: given the sample standard deviation s, the
+    rule succeeds when the mean falls below margin - t * s / sqrt(n), a normal probability;
+    integrate it over s, whose square is sd^2 chi^2(n - 1) / (n - 1)."""
+    import numpy as np
+    from scipy import integrate, stats
+
+    sd, margin = 0.02, 0.01
+    for n in (3, 5, 31):
+        t = stats.t.ppf(0.975, n - 1)
+
+        def given(q, n=n, t=t):
+            s = sd * np.sqrt(q / (n - 1))
+            return stats.norm.cdf((margin - t * s / np.sqrt(n)) / (sd / np.sqrt(n)))
+
+        expected, _ = integrate.quad(
+            lambda q, n=n, given=given: given(q) * stats.chi2.pdf(q, n - 1), 0, np.inf
+        )
+        assert equivalence_power(n, sd, margin) == pytest.approx(expected, abs=1e-7)
+
+
+def test_seeds_for_equivalence_is_the_fewest_that_reach_the_power():
+    n = seeds_for_equivalence(0.0192, 0.01)
+    assert equivalence_power(n, 0.0192, 0.01) >= 0.8 > equivalence_power(n - 1, 0.0192, 0.01)
+    assert n == 31
+    assert seeds_for_equivalence(0.0192, 0.01, power=0.9) == 41
+    assert seeds_for_equivalence(0.0, 0.01) == 2
+    assert seeds_for_equivalence(0.001, 0.01) == 3  # t(0.975, 1) = 12.7 is too wide for 2
+    # reaching the power exactly is enough
+    exact = equivalence_power(31, 0.0192, 0.01)
+    assert seeds_for_equivalence(0.0192, 0.01, power=exact) == 31
+    # the confidence of the interval is the one the test will use
+    assert seeds_for_equivalence(0.0192, 0.01, confidence=0.5) < 31
+    assert seeds_for_equivalence(0.0192, 0.01, most=31) == 31
+    with pytest.raises(ValueError, match="more than 30 seeds would be needed for sd 0.0192"):
+        seeds_for_equivalence(0.0192, 0.01, most=30)
+
+
+def test_equivalence_planning_refuses_bad_input():
+    with pytest.raises(ValueError, match="n must be at least 2"):
+        equivalence_power(1, 0.02, 0.01)
+    with pytest.raises(ValueError, match="sd must be finite and >= 0"):
+        equivalence_power(5, -0.1, 0.01)
+    with pytest.raises(ValueError, match="margin must be finite and > 0"):
+        equivalence_power(5, 0.02, 0.0)
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\)"):
+        equivalence_power(5, 0.02, 0.01, confidence=1.0)
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\)"):
+        equivalence_power(5, 0.02, 0.01, confidence=0.0)
+    with pytest.raises(ValueError, match=r"power must be in \(0, 1\)"):
+        seeds_for_equivalence(0.02, 0.01, power=1.0)
+    with pytest.raises(ValueError, match=r"power must be in \(0, 1\)"):
+        seeds_for_equivalence(0.02, 0.01, power=0.0)
+    with pytest.raises(
+        ValueError, match="more than 10,000 seeds .* widen the margin or make each run less noisy$"
+    ):
+        seeds_for_equivalence(1.0, 0.001)
