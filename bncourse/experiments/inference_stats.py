@@ -94,8 +94,9 @@ def judge(runs):
         ],
         rule="after a short run the moving statistics still lag far behind the data's: if "
         "inference used them, recomputing them would raise test accuracy (interval above 0: "
-        "supported); if inference used the batch's own statistics, it would change nothing "
-        "or lower it (interval below 0: contradicted)",
+        "supported); if inference used the batch's own statistics, recomputing could not "
+        "raise it (a loss, interval below 0: contradicted; no measurable change: "
+        "inconclusive)",
         numbers=numbers,
     )
     claim12b = verdict(
