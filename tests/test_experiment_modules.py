@@ -58,22 +58,17 @@ def test_claim_8_has_the_seeds_its_pilot_asks_for():
     """Claim 8's equivalence test runs the number of seeds that the committed pilot runs'
     spread asks for (stats.seeds_for_equivalence), and the pilot's seeds come first."""
     from bncourse.results import repository_results_dir
-    from bncourse.stats import mean_std, seeds_for_equivalence
 
     seeds = bias_before_bn.FULL_SEEDS
     assert seeds[: len(bias_before_bn.PILOT_SEEDS)] == bias_before_bn.PILOT_SEEDS
     records, _ = load_results(repository_results_dir() / bias_before_bn.NAME)
-    accuracy = {
-        (r["config"]["seed"], r["config"]["variant"]): r["test"]["accuracy"]
-        for r in records
-        if r["config"]["seed"] in bias_before_bn.PILOT_SEEDS
-    }
-    assert len(accuracy) == 2 * len(bias_before_bn.PILOT_SEEDS)
-    loss = [accuracy[s, "bias"] - accuracy[s, "nobias"] for s in bias_before_bn.PILOT_SEEDS]
-    needed = seeds_for_equivalence(
-        mean_std(loss)[1], bias_before_bn.NO_LOSS_MARGIN, bias_before_bn.EQUIVALENCE_POWER
-    )
-    assert len(seeds) == needed > len(bias_before_bn.PILOT_SEEDS)
+    plan = bias_before_bn.pilot_plan(records)
+    assert len(plan["loss"]) == len(bias_before_bn.PILOT_SEEDS)
+    assert len(seeds) == plan["seeds_needed"] > len(bias_before_bn.PILOT_SEEDS)
+    assert plan["power"] < bias_before_bn.EQUIVALENCE_POWER
+    # one pilot seed missing is an error, not a plan from fewer seeds
+    with pytest.raises(experiments.MissingRuns, match="4 of 5 seeds"):
+        bias_before_bn.pilot_plan([r for r in records if r["config"]["seed"] != 0])
 
 
 def test_plain_mlp_gradients_match_finite_differences(rng):

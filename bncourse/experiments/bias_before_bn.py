@@ -14,8 +14,8 @@ from bncourse.experiments.common import (
     progress_callbacks,
     require,
 )
-from bncourse.experiments.registry import Experiment, settings_configs
-from bncourse.stats import t_interval
+from bncourse.experiments.registry import Experiment, MissingRuns, settings_configs
+from bncourse.stats import equivalence_power, mean_std, seeds_for_equivalence, t_interval
 from bncourse.verdicts import effect, verdict
 
 NAME = "bias-before-bn"
@@ -96,6 +96,27 @@ def train(config, on_epoch=None):
             }
         )
     return outcome
+
+
+def pilot_plan(records) -> dict:
+    """What the pilot's runs (seeds PILOT_SEEDS of ``records``) say about claim 8's
+    equivalence test: the paired losses, their standard deviation, the power those seeds
+    give, and the number of seeds that reaches EQUIVALENCE_POWER (FULL_SEEDS should hold
+    that many)."""
+    pilot = [r for r in records if r["config"]["seed"] in PILOT_SEEDS]
+    groups = by_variant(pilot)
+    require(groups, ("bias", "nobias"), "claim 8's pilot")
+    loss = paired(groups["bias"], groups["nobias"], lambda r: r["test"]["accuracy"], what="pilot")
+    if len(loss) != len(PILOT_SEEDS):
+        raise MissingRuns(f"claim 8's pilot: {len(loss)} of {len(PILOT_SEEDS)} seeds were run")
+    sd = mean_std(loss)[1]
+    return {
+        "loss": loss,
+        "sd": sd,
+        "interval": t_interval(loss),
+        "power": equivalence_power(len(loss), sd, NO_LOSS_MARGIN),
+        "seeds_needed": seeds_for_equivalence(sd, NO_LOSS_MARGIN, EQUIVALENCE_POWER),
+    }
 
 
 def gamma_gaps(record) -> tuple:

@@ -94,8 +94,9 @@ def train(config, on_epoch=None):
 def train_sweep_point(config, on_epoch=None):
     """The six-layer MLP of :mod:`bncourse.experiments.sweep` at one point of its sweeps:
     He's initialisation times ``init_scale``, SGD with ``learning_rate`` and ``momentum``,
-    batches of ``sweep.BATCH_SIZE``. Records the diagnostics on the first ``probe`` test images after each of the
-    first ``first`` steps and every ``every`` steps (without the histograms), the training
+    batches of ``sweep.BATCH_SIZE``. Records the diagnostics on the first ``probe`` test
+    images after each of the first ``first`` steps and every ``every`` steps (without the
+    histograms), the training
     loss per epoch, whether it diverged (the loss, or the probe's outputs or gradients,
     stopped being finite; training stops there), and the test accuracy on the other test
     images (None if it diverged)."""
