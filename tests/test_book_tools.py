@@ -78,7 +78,7 @@ def test_mathjax_unreachable_registry_says_what_to_do(tmp_path):
         mathjax.ensure(tmp_path / "mj", registry="http://127.0.0.1:9")
 
 
-def test_mathjax_from_a_localnpm_tarball(tmp_path, monkeypatch):
+def test_mathjax_from_a_local_tarball(tmp_path, monkeypatch):
     tgz = tmp_path / "mathjax.tgz"
     monkeypatch.setattr(mathjax, "SHA256", npm_tarball(tgz, MEMBERS))
     monkeypatch.setenv("BNCOURSE_MATHJAX_TARBALL", str(tgz))
