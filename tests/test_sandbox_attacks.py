@@ -289,7 +289,7 @@ def _left_running() -> list:
         slot = uid - isolation.UID_BASE
         if not 0 <= slot < 1000:
             continue
-        lock = Path(f"/tmp/bncourse-sandbox-slot-{slot}.lock")
+        lock = Path(isolation.slot_lock(slot))
         if not lock.exists():
             left.append(str(pid))  # a slot outside claim_slot's: no grader can hold it
             continue

@@ -80,6 +80,11 @@ class SandboxUnavailable(RuntimeError):
 _HELD: list = []
 
 
+def slot_lock(slot: int) -> str:
+    """The file whose lock a grader holds while it uses sandbox ``slot``."""
+    return f"/tmp/bncourse-sandbox-slot-{slot}.lock"
+
+
 def claim_slot(first: int = 100, last: int = 999) -> int:
     """A sandbox slot that no other process on this machine holds, kept for this process's
     life (a lock on a file under /tmp). Two sandboxes must never share a slot: its user id
@@ -87,7 +92,7 @@ def claim_slot(first: int = 100, last: int = 999) -> int:
     import fcntl
 
     for slot in range(first, last + 1):
-        fd = os.open(f"/tmp/bncourse-sandbox-slot-{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(slot_lock(slot), os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
